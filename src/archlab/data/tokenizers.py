@@ -1,0 +1,99 @@
+"""Tokenizers by name: the embedded BPE, a byte tokenizer, or any Hugging Face tokenizer.
+
+All three are ``PreTrainedTokenizerFast`` objects, so generation, lm-eval and saving work the same way.
+``token_byte_lengths`` gives the UTF-8 bytes each id stands for, which turns a loss into bits per byte.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from archlab.data.embedded import TOKENIZER_FILE
+from archlab.errors import ArchlabError
+
+EOS, PAD = "<|endoftext|>", "<|pad|>"
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per UTF-8 byte (ids 0-255 are the byte values), then EOS=256 and PAD=257."""
+    alphabet = bytes_to_unicode()
+    vocab = {alphabet[b]: b for b in range(256)}
+    vocab[EOS], vocab[PAD] = 256, 257
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD)
+
+
+def embedded_tokenizer() -> PreTrainedTokenizerFast:
+    if not TOKENIZER_FILE.exists():
+        raise ArchlabError(
+            f"the embedded tokenizer is missing ({TOKENIZER_FILE}); rebuild it with python scripts/build_embedded.py"
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_file=str(TOKENIZER_FILE), eos_token=EOS, pad_token=PAD, clean_up_tokenization_spaces=False
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """'embedded', 'bytes', a local tokenizer folder/file, or a hub id (needs the hub or its local cache)."""
+    if name == "embedded":
+        return embedded_tokenizer()
+    if name == "bytes":
+        return byte_tokenizer()
+    path = Path(name)
+    if path.suffix == ".json" and path.is_file():
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(path))
+    else:
+        try:
+            tok = AutoTokenizer.from_pretrained(name)
+        except (OSError, ValueError) as exc:
+            where = "local folder" if path.exists() else "Hugging Face hub id"
+            raise ArchlabError(
+                f"tokenizer '{name}' could not be loaded as a {where} ({type(exc).__name__}); if you are offline, "
+                f"download it elsewhere and pass data.tokenizer=/path/to/folder, or use data.tokenizer=embedded"
+            ) from None
+    if tok.eos_token is None:
+        tok.eos_token = EOS
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def tokenizer_identity(tok: PreTrainedTokenizerBase) -> str:
+    """A stable description of the tokenizer for cache keys."""
+    return f"{type(tok).__name__}:{getattr(tok, 'name_or_path', '')}:{len(tok)}:{tok.eos_token_id}"
+
+
+def token_byte_lengths(tok: PreTrainedTokenizerBase) -> torch.Tensor:
+    """[vocab] UTF-8 byte length of each token id (0 for special tokens)."""
+    n = len(tok)
+    special = set(tok.all_special_ids)
+    pieces = tok.convert_ids_to_tokens(list(range(n)))
+    byte_level = _is_byte_level(tok)
+    decoder = {c: b for b, c in bytes_to_unicode().items()}
+    lengths = torch.zeros(n, dtype=torch.long)
+    for i, piece in enumerate(pieces):
+        if i in special or piece is None:
+            continue
+        if byte_level and all(ch in decoder for ch in piece):
+            lengths[i] = len(piece)
+        elif piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:
+            lengths[i] = 1  # sentencepiece byte fallback
+        else:
+            lengths[i] = len(piece.replace("\u2581", " ").encode("utf-8"))
+    return lengths
+
+
+def _is_byte_level(tok: PreTrainedTokenizerBase) -> bool:
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    return "ByteLevel" in type(backend.pre_tokenizer).__name__ or "ByteLevel" in str(backend.pre_tokenizer)

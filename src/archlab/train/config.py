@@ -1,0 +1,75 @@
+"""Training settings, named as in Hugging Face ``TrainingArguments`` wherever a name exists there."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from archlab.config import Config
+
+
+class ScheduleSpec(Config):
+    """A parameter schedule: ``type`` names an entry of archlab.train.schedules.SCHEDULES."""
+
+    type: str = Field(description="constant | linear | cyclic | warmup_decay")
+    value: float | None = Field(None, description="constant: the value")
+    start: float | None = Field(None, description="linear: value at step 0")
+    end: float | None = Field(None, description="linear: value from step 'steps' on")
+    steps: int | None = Field(None, ge=0, description="linear: steps of the transition")
+    values: list[float] | None = Field(None, description="cyclic: values taken in turn, one per optimizer step")
+    peak: float | None = Field(None, description="warmup_decay: value after warmup")
+    final: float | None = Field(None, description="warmup_decay: value after decay")
+    warmup_steps: int | None = Field(None, ge=0, description="warmup_decay: steps from 0 to peak")
+    decay_start: int | None = Field(None, ge=0, description="warmup_decay: step where decay begins")
+    decay_end: int | None = Field(None, ge=0, description="warmup_decay: step where the final value is reached")
+
+
+class TrainConfig(Config):
+    per_device_train_batch_size: int = Field(8, ge=1, description="examples per device per micro-batch")
+    per_device_eval_batch_size: int = Field(8, ge=1, description="examples per device per evaluation batch")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    learning_rate: float = Field(3e-4, gt=0, description="peak learning rate (AdamW, and the AdamW part of muon)")
+    lr_scheduler_type: str = Field("cosine", description="any transformers.get_scheduler name: linear, cosine, "
+                                   "constant, constant_with_warmup, ...")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="share of steps spent warming up the learning rate")
+    warmup_steps: int = Field(0, ge=0, description="warmup steps (overrides warmup_ratio when > 0)")
+    num_train_epochs: float = Field(1.0, gt=0, description="epochs over the training split (when max_steps <= 0)")
+    max_steps: int = Field(-1, description="optimizer steps; overrides num_train_epochs when > 0")
+    optim: Literal["adamw", "adamw_torch", "adamw_torch_fused", "muon"] = Field(
+        "adamw", description="adamw, or muon: torch.optim.Muon on 2-D hidden weights + AdamW on the rest"
+    )
+    weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay (not applied to norms and biases)")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2")
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon")
+    muon_learning_rate: float = Field(0.02, gt=0, description="learning rate of the Muon part of optim=muon")
+    muon_momentum: float = Field(0.95, ge=0, lt=1, description="Muon momentum")
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm (0 disables)")
+    logging_steps: int = Field(10, ge=1, description="log loss, lr, grad norm, tokens/s, memory every N steps")
+    eval_steps: int = Field(0, ge=0, description="validation loss every N steps (0: only at the end)")
+    save_steps: int = Field(0, ge=0, description="checkpoint every N steps (0: only at the end)")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept (oldest deleted first)")
+    seed: int = Field(42, description="seed of weights init, data order and dropout")
+    bf16: bool = Field(False, description="bfloat16 autocast")
+    fp16: bool = Field(False, description="float16 autocast with loss scaling")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
+    early_stopping_patience: int = Field(0, ge=0, description="stop after N evaluations without improvement (0 off)")
+    nan_policy: Literal["stop", "skip"] = Field("stop", description="on NaN/Inf loss: stop (status diverged) or skip "
+                                                "the step and count it")
+    max_skipped_steps: int = Field(20, ge=1, description="with nan_policy=skip: consecutive skips before diverged")
+    report_to: list[str] = Field(default_factory=list, description="trackers through accelerate: wandb, tensorboard")
+    schedules: dict[str, ScheduleSpec] = Field(
+        default_factory=dict, description="parameter schedules by target attribute, e.g. {mag_weight: {type: "
+        "constant, value: 0.5}}; set on every module with that attribute before each optimizer step"
+    )
+    trainable: list[str] | None = Field(
+        None, description="glob patterns of parameter names to train (fnmatch); None trains every parameter "
+        "that requires grad"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.bf16 and self.fp16:
+            raise ValueError("bf16 and fp16 cannot both be true")
+        return self

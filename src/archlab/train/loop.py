@@ -1,0 +1,317 @@
+"""The lean training loop on accelerate.
+
+What accelerate does: device placement, autocast, loss scaling, DDP. What this loop adds: exact resume
+(weights, optimizer, LR scheduler, RNG, data position), parameter schedules, NaN/Inf policy, CUDA OOM
+back-off (halve the micro-batch, double accumulation, same examples), checksummed checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from transformers import get_scheduler
+
+from archlab.data import DataBundle, EpochSampler
+from archlab.errors import ArchlabError
+from archlab.models.scoring import LossTotals, score_batch
+from archlab.train import checkpoint as ckpt
+from archlab.train.callbacks import Callback, MetricsLog
+from archlab.train.config import TrainConfig
+from archlab.train.optim import build_optimizer
+from archlab.train.schedules import build_schedule, set_model_attribute
+
+
+class Diverged(Exception):
+    """Loss or gradients became NaN/Inf and the policy says stop."""
+
+
+@dataclass
+class TrainState:
+    total_steps: int
+    micro_batch_size: int
+    accumulation: int
+    step: int = 0
+    position: int = 0
+    tokens_seen: int = 0
+    skipped_steps: int = 0
+    consecutive_skips: int = 0
+    oom_backoffs: int = 0
+    best_eval_loss: float = math.inf
+    evals_without_improvement: int = 0
+    stop_reason: str = ""
+    schedule_values: dict[str, float] = field(default_factory=dict)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        data: DataBundle,
+        cfg: TrainConfig,
+        run_dir: Path,
+        callbacks: list[Callback] | tuple[Callback, ...] = (),
+        accelerator: Accelerator | None = None,
+    ):
+        self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
+        self.callbacks = list(callbacks)
+        mixed = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "no"
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=mixed, log_with=cfg.report_to or None, project_dir=str(self.run_dir)
+        )
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        _apply_trainable(model, cfg.trainable)
+        if cfg.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable()
+        self.schedules = {name: build_schedule(spec) for name, spec in cfg.schedules.items()}
+        for name in self.schedules:
+            if set_model_attribute(model, name, self.schedules[name](0)) == 0:
+                raise ArchlabError(
+                    f"train.schedules targets '{name}', but no module of this model declares it "
+                    f"(scheduled_attributes); check the key or the model/graft settings"
+                )
+        self.sampler = EpochSampler(
+            len(data.train),
+            cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps,
+            cfg.seed,
+            rank=self.accelerator.process_index,
+            world_size=self.accelerator.num_processes,
+        )
+        total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * self.sampler.batches_per_epoch)
+        self.state = TrainState(total, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps)
+        self._last_grad_norm = 0.0
+        optimizer = build_optimizer(model, cfg)
+        warmup = cfg.warmup_steps or int(round(cfg.warmup_ratio * total))
+        self.scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
+                                       num_training_steps=total)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+
+    # ----------------------------------------------------------------------------------------- state
+    def _trainer_state(self) -> dict[str, Any]:
+        return {
+            "state": asdict(self.state),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": ckpt.rng_state(),
+        }
+
+    def _resume(self) -> None:
+        restored = ckpt.load_latest(self.checkpoint_dir, self.unwrapped, warn=self._warn)
+        if restored is None:
+            return
+        saved = restored.trainer_state
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.state = TrainState(**{**saved["state"], "total_steps": self.state.total_steps})
+        ckpt.set_rng_state(saved["rng"])
+        self.metrics.truncate_after(self.state.step)
+        self._warn(f"resumed from {restored.path.name} (step {self.state.step})")
+
+    def save(self) -> Path | None:
+        if not ckpt.all_finite(self.unwrapped):
+            self._warn(f"not checkpointing step {self.state.step}: weights contain NaN/Inf")
+            return None
+        if not self.accelerator.is_main_process:
+            return None
+        return ckpt.save_checkpoint(
+            self.checkpoint_dir, self.state.step, self.unwrapped, self._trainer_state(), self.cfg.save_total_limit
+        )
+
+    @property
+    def unwrapped(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _warn(self, message: str) -> None:
+        self.metrics.append({"step": self.state.step, "event": message})
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    # ------------------------------------------------------------------------------------------ loop
+    def fit(self, resume: bool = True) -> TrainState:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._resume()
+        self._emit("on_train_begin")
+        window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": time.perf_counter(), "grad_norm": 0.0}
+        while self.state.step < self.state.total_steps and not self.state.stop_reason:
+            for name, schedule in self.schedules.items():
+                value = schedule(self.state.step)
+                set_model_attribute(self.unwrapped, name, value)
+                self.state.schedule_values[name] = value
+            self._emit("on_step_begin")
+            indices = self.sampler.indices(self.state.position)
+            loss, n_tokens = self._optimizer_step(indices)
+            self.state.position += 1
+            if loss is None:
+                continue
+            self.state.step += 1
+            self.state.tokens_seen += n_tokens
+            window["loss"] += loss
+            window["steps"] += 1
+            window["tokens"] += n_tokens
+            window["grad_norm"] = self._last_grad_norm
+            self._emit("on_step_end")
+            if self.state.step % self.cfg.logging_steps == 0 or self.state.step == self.state.total_steps:
+                self._log_window(window)
+            if self.cfg.eval_steps and self.state.step % self.cfg.eval_steps == 0:
+                self.evaluate()
+            if self.cfg.save_steps and self.state.step % self.cfg.save_steps == 0:
+                self.save()
+        if not self.cfg.eval_steps or self.state.step % self.cfg.eval_steps:
+            self.evaluate()
+        self.save()
+        self._emit("on_train_end")
+        self.accelerator.end_training()
+        return self.state
+
+    def _optimizer_step(self, indices: list[int]) -> tuple[float | None, int]:
+        """One optimizer step over ``indices``; returns (mean loss, tokens) or (None, 0) if skipped."""
+        while True:
+            try:
+                return self._accumulate_and_step(indices)
+            except Exception as exc:
+                if not is_oom(exc) or self.state.micro_batch_size == 1:
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self.state.micro_batch_size //= 2
+                self.state.accumulation *= 2
+                self.state.oom_backoffs += 1
+                self._warn(
+                    f"out of memory: micro-batch halved to {self.state.micro_batch_size}, accumulation doubled to "
+                    f"{self.state.accumulation} (same effective batch)"
+                )
+
+    def _accumulate_and_step(self, indices: list[int]) -> tuple[float | None, int]:
+        size = self.state.micro_batch_size
+        micro = [self.data.batch(self.data.train, indices[i : i + size]) for i in range(0, len(indices), size)]
+        total_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
+        self.model.train()
+        loss_sum = 0.0
+        for i, batch in enumerate(micro):
+            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+            tokens = int((batch["labels"][:, 1:] != -100).sum())
+            sync = i == len(micro) - 1
+            ctx = self.accelerator.no_sync(self.model) if not sync else contextlib.nullcontext()
+            with ctx, self.accelerator.autocast():
+                out = self.model(**batch)
+                loss = out.loss * (tokens / max(total_tokens, 1))
+                self.accelerator.backward(loss)
+            loss_sum += float(loss.detach())
+        grad_norm = float("nan")
+        if math.isfinite(loss_sum):
+            if self.cfg.max_grad_norm > 0:
+                grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
+            else:
+                grad_norm = _grad_norm(self.model)
+        if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._non_finite(loss_sum)
+        self.state.consecutive_skips = 0
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._last_grad_norm = grad_norm
+        return loss_sum, total_tokens
+
+    def _non_finite(self, loss: float) -> tuple[None, int]:
+        what = f"loss became {loss}" if not math.isfinite(loss) else "gradient norm became non-finite"
+        if self.cfg.nan_policy == "stop":
+            raise Diverged(
+                f"{what} at step {self.state.step + 1}; lower train.learning_rate, or set train.nan_policy=skip"
+            )
+        self.state.skipped_steps += 1
+        self.state.consecutive_skips += 1
+        self._warn(f"{what} at step {self.state.step + 1}: step skipped ({self.state.skipped_steps} so far)")
+        if self.state.consecutive_skips >= self.cfg.max_skipped_steps:
+            raise Diverged(f"{what} for {self.state.consecutive_skips} steps in a row; lower train.learning_rate")
+        return None, 0
+
+    def _log_window(self, window: dict[str, Any]) -> None:
+        elapsed = max(time.perf_counter() - window["start"], 1e-9)
+        record = {
+            "step": self.state.step,
+            "epoch": round(self.sampler.epoch_of(self.state.position), 4),
+            "loss": window["loss"] / max(window["steps"], 1),
+            "learning_rate": self.scheduler.get_last_lr()[0],
+            "grad_norm": window["grad_norm"],
+            "tokens_per_second": window["tokens"] / elapsed,
+            "peak_memory_mb": round(peak_memory_mb(self.accelerator.device), 1),
+            "tokens_seen": self.state.tokens_seen,
+            **{f"schedule/{k}": v for k, v in self.state.schedule_values.items()},
+        }
+        if self.state.skipped_steps:
+            record["skipped_steps"] = self.state.skipped_steps
+        self.metrics.append(record)
+        self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=self.state.step)
+        self._emit("on_log", record)
+        window.update(loss=0.0, steps=0, tokens=0, start=time.perf_counter())
+
+    def evaluate(self) -> dict[str, Any]:
+        totals = validation_loss(self.unwrapped, self.data, self.cfg.per_device_eval_batch_size)
+        metrics = {"step": self.state.step, "eval_loss": totals.loss, "eval_bits_per_byte": totals.bits_per_byte}
+        self.metrics.append(metrics)
+        self.accelerator.log({k: v for k, v in metrics.items() if k != "step" and v is not None}, step=self.state.step)
+        if totals.loss < self.state.best_eval_loss - 1e-6:
+            self.state.best_eval_loss, self.state.evals_without_improvement = totals.loss, 0
+        else:
+            self.state.evals_without_improvement += 1
+            patience = self.cfg.early_stopping_patience
+            if patience and self.state.evals_without_improvement >= patience:
+                self.state.stop_reason = f"early stopping: no eval_loss improvement in {patience} evaluations"
+                self._warn(self.state.stop_reason)
+        self._emit("on_evaluate", metrics)
+        return metrics
+
+
+def validation_loss(model: nn.Module, data: DataBundle, batch_size: int, max_examples: int | None = None) -> LossTotals:
+    limit = max_examples or (data.config.max_eval_blocks if data.config else 64)
+    n = min(len(data.validation), limit)
+    was_training = model.training
+    model.eval()
+    totals = LossTotals()
+    for start in range(0, n, batch_size):
+        batch = data.batch(data.validation, list(range(start, min(start + batch_size, n))))
+        totals.add(score_batch(model, batch, data.token_bytes))
+    model.train(was_training)
+    return totals
+
+
+def _apply_trainable(model: nn.Module, patterns: list[str] | None) -> None:
+    if patterns is None:
+        return
+    matched = 0
+    for name, p in model.named_parameters():
+        keep = any(fnmatch(name, pat) for pat in patterns)
+        p.requires_grad_(keep)
+        matched += keep
+    if not matched:
+        raise ArchlabError(f"train.trainable {patterns} matches no parameter name (example: '*.q_proj.*')")
+
+
+def _grad_norm(model: nn.Module) -> float:
+    grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+    return float(torch.stack(grads).norm()) if grads else 0.0

@@ -1,0 +1,84 @@
+"""Parameter schedules: a value per optimizer step for a named model attribute (mag_weight, teach_scale, ...).
+
+Each schedule is a pure function of the step, so an exactly resumed run needs no schedule state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from archlab.errors import ArchlabError
+from archlab.registry import Registry
+from archlab.train.config import ScheduleSpec
+
+Schedule = Callable[[int], float]
+SCHEDULES: Registry[Callable[[ScheduleSpec], Schedule]] = Registry("schedule")
+
+
+def _need(spec: ScheduleSpec, *names: str) -> None:
+    missing = [n for n in names if getattr(spec, n) is None]
+    if missing:
+        raise ArchlabError(f"schedule type '{spec.type}' needs {', '.join(missing)}")
+
+
+@SCHEDULES.register("constant")
+def constant(spec: ScheduleSpec) -> Schedule:
+    """The same value every step."""
+    _need(spec, "value")
+    return lambda step: float(spec.value)
+
+
+@SCHEDULES.register("linear")
+def linear(spec: ScheduleSpec) -> Schedule:
+    """From start to end over 'steps' optimizer steps, then end (seed 000's 'transition over N')."""
+    _need(spec, "start", "end", "steps")
+    start, end, steps = float(spec.start), float(spec.end), int(spec.steps)
+    return lambda step: end if step >= steps else start + (end - start) * step / max(steps, 1)
+
+
+@SCHEDULES.register("cyclic")
+def cyclic(spec: ScheduleSpec) -> Schedule:
+    """values[step mod len(values)] (seed 000's alternating [0, 0.5])."""
+    _need(spec, "values")
+    values = [float(v) for v in spec.values or []]
+    if not values:
+        raise ArchlabError("schedule type 'cyclic' needs a non-empty 'values' list")
+    return lambda step: values[step % len(values)]
+
+
+@SCHEDULES.register("warmup_decay")
+def warmup_decay(spec: ScheduleSpec) -> Schedule:
+    """0 -> peak over warmup_steps, hold, then linear to final between decay_start and decay_end (seed 003)."""
+    _need(spec, "peak", "warmup_steps")
+    peak = float(spec.peak)
+    final = float(spec.final if spec.final is not None else peak)
+    warm = int(spec.warmup_steps)
+    d0 = spec.decay_start if spec.decay_start is not None else 10**12
+    d1 = spec.decay_end if spec.decay_end is not None else d0
+
+    def value(step: int) -> float:
+        if step < warm:
+            return peak * (step + 1) / warm
+        if step < d0:
+            return peak
+        if step >= d1:
+            return final
+        return peak + (final - peak) * (step - d0) / max(d1 - d0, 1)
+
+    return value
+
+
+def build_schedule(spec: ScheduleSpec) -> Schedule:
+    return SCHEDULES.get(spec.type)(spec)
+
+
+def set_model_attribute(model: nn.Module, name: str, value: float) -> int:
+    """Set ``name`` on every submodule that declares it; returns how many were set."""
+    count = 0
+    for module in model.modules():
+        if name in getattr(module, "scheduled_attributes", ()):
+            setattr(module, name, value)
+            count += 1
+    return count
