@@ -22,6 +22,33 @@ def _causal_mask(C: int, L: int, n_h: int, device: torch.device) -> torch.Tensor
     return torch.arange(L, device=device)[None, :] <= last_row_C1
 
 
+class _UnitLowerSolve(torch.autograd.Function):
+    """Y = (I + A)^-1 R for strictly lower A, via the explicit inverse so the backward is two GEMMs.
+
+    Forward: one small triangular solve against the identity (C right-hand sides instead of K + V),
+    then a GEMM. Backward (with Y = T^-1 R): dR = T^-T dY and dA = -tril_{-1}(dR Y^T), both GEMMs; on
+    CPU this is about twice as fast as autograd through ``solve_triangular``, whose backward is another
+    triangular solve. Only first derivatives are supported.
+    """
+
+    @staticmethod
+    def forward(ctx, A_ZLL: torch.Tensor, R_ZLX: torch.Tensor) -> torch.Tensor:
+        L = A_ZLL.shape[-1]
+        eye_LL = torch.eye(L, dtype=A_ZLL.dtype, device=A_ZLL.device).expand_as(A_ZLL)
+        Tinv_ZLL = torch.linalg.solve_triangular(A_ZLL, eye_LL, upper=False, unitriangular=True)
+        Y_ZLX = Tinv_ZLL @ R_ZLX
+        ctx.save_for_backward(Tinv_ZLL, Y_ZLX)
+        return Y_ZLX
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dY_ZLX: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        Tinv_ZLL, Y_ZLX = ctx.saved_tensors
+        dR_ZLX = Tinv_ZLL.transpose(-1, -2) @ dY_ZLX
+        dA_ZLL = -(dR_ZLX @ Y_ZLX.transpose(-1, -2)).tril_(-1)
+        return dA_ZLL, dR_ZLX
+
+
 def chunk_delta_core(
     q_BHNCK: torch.Tensor,
     k_BHNLK: torch.Tensor,
@@ -89,7 +116,7 @@ def chunk_delta_core(
 
     # UT transform: (I + A) [W | U] = [diag(beta * exp(G)) K | diag(beta) V], one solve for both.
     rhs_BHNLX = torch.cat([w_rhs_BHNLK, vb_BHNLV], dim=-1)
-    WU_BHNLX = torch.linalg.solve_triangular(A_BHNLL, rhs_BHNLX, upper=False, unitriangular=True)
+    WU_BHNLX = _UnitLowerSolve.apply(A_BHNLL, rhs_BHNLX)
 
     # Outputs: O = Q_in S_n + P (U - W S_n) = (Q_in - P W) S_n + P U.
     # split (not slicing) so the backward is one cat instead of zero-filled buffers per slice.

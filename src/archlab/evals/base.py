@@ -1,0 +1,124 @@
+"""The eval interface: a registered function ``(ctx, params) -> EvalResult`` that becomes eval/<name>.json.
+
+An eval declares a pydantic ``Params`` model (unknown keys rejected like every config), reads what it
+needs from ``EvalContext`` and returns metrics with ``n`` and 95% intervals. Per-item records go to a
+sidecar ``eval/<name>.items.jsonl`` so the JSON stays small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from archlab.config import Config
+from archlab.data import DataBundle
+from archlab.registry import Registry
+
+
+@dataclass
+class EvalContext:
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    data: DataBundle | None
+    run_dir: Path
+    seed: int = 0
+    batch_size: int = 8
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float | None]
+    n: int
+    ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
+    headline: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EvalDef:
+    fn: Callable[[EvalContext, Any], EvalResult]
+    params: type[Config]
+
+
+EVALS: Registry[EvalDef] = Registry("eval")
+
+
+def register_eval(name: str, params: type[Config]):
+    def wrap(fn):
+        EVALS.register(name, EvalDef(fn, params), help=(fn.__doc__ or "").strip().splitlines()[0])
+        return fn
+
+    return wrap
+
+
+class EvalSpec(Config):
+    """One entry of a run's eval list: a registered eval name and its parameters."""
+
+    name: str = Field(description="registered eval (see `archlab ls`)")
+    params: dict[str, Any] = Field(default_factory=dict, description="parameters of that eval")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "name" in value and "params" not in value:
+            rest = {k: v for k, v in value.items() if k != "name"}
+            return {"name": value["name"], "params": rest}
+        return value
+
+
+def run_eval(spec: EvalSpec, ctx: EvalContext) -> dict[str, Any]:
+    """Run one eval and write eval/<name>.json atomically; returns the JSON payload."""
+    definition = EVALS.get(spec.name)
+    params = definition.params.parse(spec.params, where=f"eval '{spec.name}'")
+    start = time.perf_counter()
+    was_training = ctx.model.training
+    ctx.model.eval()
+    try:
+        result = definition.fn(ctx, params)
+    finally:
+        ctx.model.train(was_training)
+    payload = {
+        "eval": spec.name,
+        "params": params.to_dict(),
+        "metrics": result.metrics,
+        "headline": result.headline,
+        "n": result.n,
+        "ci95": {k: list(v) for k, v in result.ci95.items()},
+        "details": result.details,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    out_dir = ctx.run_dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if result.items:
+        write_jsonl(out_dir / f"{spec.name}.items.jsonl", result.items)
+    write_json(out_dir / f"{spec.name}.json", payload)
+    return payload
+
+
+def write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=float), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, path)

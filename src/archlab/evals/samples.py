@@ -1,0 +1,40 @@
+"""Greedy generations for a fixed list of prompts, saved to samples.jsonl (seed 000's sanity check)."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from archlab.config import Config
+from archlab.evals.base import EvalContext, EvalResult, register_eval, write_jsonl
+
+
+class SampleParams(Config):
+    prompts: list[str] | None = Field(None, description="prompts to complete; default: the data's test prompts")
+    num_prompts: int = Field(2, ge=1, description="how many test prompts when 'prompts' is not given")
+    max_new_tokens: int = Field(48, ge=1, description="tokens generated per prompt")
+
+
+@register_eval("generate_samples", SampleParams)
+def generate_samples(ctx: EvalContext, params: SampleParams) -> EvalResult:
+    """Greedy completions of fixed prompts, written to samples.jsonl with their references."""
+    if params.prompts is not None:
+        cases = [{"prompt": p, "reference": None} for p in params.prompts]
+    else:
+        cases = list((ctx.data.test_prompts if ctx.data else [])[: params.num_prompts])
+    tok, rows = ctx.tokenizer, []
+    for case in cases:
+        ids = tok(case["prompt"], return_tensors="pt", add_special_tokens=False)["input_ids"][:, -512:]
+        with torch.no_grad():
+            out = ctx.model.generate(
+                ids.to(ctx.device),
+                attention_mask=torch.ones_like(ids).to(ctx.device),
+                max_new_tokens=params.max_new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        completion = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        rows.append({**case, "completion": completion})
+    write_jsonl(ctx.run_dir / "samples.jsonl", rows)
+    return EvalResult(metrics={"samples": float(len(rows))}, n=len(rows), details={"file": "samples.jsonl"})

@@ -1,0 +1,97 @@
+"""Measured speed and memory: training and generation throughput, per-token latency, peak memory."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import torch
+from pydantic import Field
+
+from archlab.config import Config
+from archlab.evals.base import EvalContext, EvalResult, register_eval
+
+
+class SpeedParams(Config):
+    seq_len: int = Field(128, ge=2, description="sequence length of the timed batches")
+    batch_size: int = Field(4, ge=1, description="batch size of the timed training steps")
+    train_iters: int = Field(5, ge=1, description="timed forward+backward passes (after one warm-up)")
+    gen_tokens: int = Field(32, ge=1, description="tokens generated for the generation timing")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _random_ids(ctx: EvalContext, batch: int, length: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(ctx.seed)
+    return torch.randint(0, len(ctx.tokenizer), (batch, length), generator=gen).to(ctx.device)
+
+
+@register_eval("speed", SpeedParams)
+def speed(ctx: EvalContext, params: SpeedParams) -> EvalResult:
+    """Training tokens/s (forward+backward), generation tokens/s and per-token latency, measured."""
+    model, device = ctx.model, ctx.device
+    ids = _random_ids(ctx, params.batch_size, params.seq_len)
+    model.train()
+    for i in range(params.train_iters + 1):
+        if i == 1:
+            _sync(device)
+            start = time.perf_counter()
+        model(input_ids=ids, labels=ids).loss.backward()
+    _sync(device)
+    train_s = (time.perf_counter() - start) / params.train_iters
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    prompt = _random_ids(ctx, 1, min(16, params.seq_len))
+    with torch.no_grad():
+        model.generate(prompt, max_new_tokens=2, do_sample=False, pad_token_id=ctx.tokenizer.pad_token_id)
+        _sync(device)
+        start = time.perf_counter()
+        out = model.generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=params.gen_tokens, min_new_tokens=params.gen_tokens,
+            do_sample=False, pad_token_id=ctx.tokenizer.pad_token_id,
+        )
+        _sync(device)
+    gen_s = time.perf_counter() - start
+    generated = out.shape[1] - prompt.shape[1]
+    tokens = params.batch_size * params.seq_len
+    return EvalResult(
+        metrics={
+            "train_tokens_per_second": tokens / train_s,
+            "generate_tokens_per_second": generated / gen_s,
+            "latency_ms_per_token": 1000 * gen_s / max(generated, 1),
+        },
+        n=params.train_iters,
+        headline="train_tokens_per_second",
+        details={"seq_len": params.seq_len, "batch_size": params.batch_size, "device": str(device)},
+    )
+
+
+class MemoryParams(Config):
+    seq_len: int = Field(128, ge=2, description="sequence length of the measured training step")
+    batch_size: int = Field(4, ge=1, description="batch size of the measured training step")
+
+
+@register_eval("memory", MemoryParams)
+def memory(ctx: EvalContext, params: MemoryParams) -> EvalResult:
+    """Peak memory of one forward+backward: CUDA peak allocated on GPU, peak RSS of the process on CPU."""
+    device = ctx.device
+    ids = _random_ids(ctx, params.batch_size, params.seq_len)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    ctx.model.train()
+    ctx.model(input_ids=ids, labels=ids).loss.backward()
+    ctx.model.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    else:
+        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"
+    params_mb = sum(p.numel() * p.element_size() for p in ctx.model.parameters()) / 2**20
+    return EvalResult(
+        metrics={"peak_memory_mb": peak, "parameter_memory_mb": params_mb},
+        n=1,
+        headline="peak_memory_mb",
+        details={"kind": kind, "seq_len": params.seq_len, "batch_size": params.batch_size},
+    )

@@ -1,0 +1,72 @@
+"""What a plan file and a single run look like (pydantic; unknown keys are errors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from archlab.config import Config
+from archlab.data import DataConfig
+from archlab.evals import EvalSpec
+from archlab.models.spec import ModelConfig
+from archlab.train import TrainConfig
+
+DEFAULT_EVALS = [{"name": "loss"}, {"name": "generate_samples"}]
+
+
+class RunConfig(Config):
+    """Everything one run needs; written resolved to runs/<plan>/<run-id>/config.yaml."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="architecture or pretrained model")
+    data: DataConfig = Field(default_factory=DataConfig, description="data source, tokenizer and packing")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="optimisation (HF TrainingArguments names)")
+    eval: list[EvalSpec] = Field(
+        default_factory=lambda: [EvalSpec.model_validate(e) for e in DEFAULT_EVALS],
+        description="evals run after training, each {name: ..., <params>}",
+    )
+
+
+class Rule(Config):
+    when: dict[str, Any] = Field(description="axis labels or dotted keys that must all match (also 'profile')")
+    set: dict[str, Any] = Field(description="dotted keys set on every matching run")
+
+
+class Block(Config):
+    """A group of runs: the cross product of ``matrix``, each with ``set`` applied, listed under ``section``."""
+
+    section: str | None = Field(None, description="report table the runs appear in")
+    name: str | None = Field(None, description="explicit run name (single-run blocks only)")
+    matrix: dict[str, list[Any]] = Field(default_factory=dict, description="axis -> labels, or dotted key -> values")
+    set: dict[str, Any] = Field(default_factory=dict, description="axis labels or dotted keys fixed for these runs")
+    description: str = Field("", description="shown under the section title in the report")
+
+
+class Profile(Config):
+    description: str = Field("", description="what this profile is for")
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted keys applied on top of defaults")
+    axes: dict[str, dict[str, dict[str, Any] | None]] = Field(
+        default_factory=dict, description="per-label overrides merged into the plan's axes"
+    )
+
+
+class PlanConfig(Config):
+    name: str = Field(description="plan name; runs go to runs/<name>/")
+    description: str = Field("", description="one paragraph shown at the top of the report")
+    defaults: dict[str, Any] = Field(default_factory=dict, description="settings shared by every run (RunConfig)")
+    axes: dict[str, dict[str, dict[str, Any] | None]] = Field(
+        default_factory=dict, description="named axes: label -> dotted keys it sets (e.g. operator: {delta_rule: ...})"
+    )
+    matrix: dict[str, list[Any]] = Field(default_factory=dict, description="cross product of the main block")
+    section: str | None = Field(None, description="report section of the main matrix block")
+    include: list[Block] = Field(default_factory=list, description="extra blocks of runs")
+    rules: list[Rule] = Field(default_factory=list, description="when/set overrides applied after the axes")
+    baseline: dict[str, Any] | None = Field(None, description="labels/keys identifying the run others are compared to")
+    profiles: dict[str, Profile] = Field(default_factory=dict, description="named variants, e.g. smoke vs full")
+    default_profile: str | None = Field(None, description="profile used when none is given")
+    metrics: list[str] = Field(
+        default_factory=lambda: ["loss.loss", "loss.bits_per_byte", "loss.accuracy"],
+        description="report columns, as <eval>.<metric>",
+    )
+    headline: str = Field("loss.loss", description="<eval>.<metric> charted and compared to the baseline")
+    lower_is_better: bool = Field(True, description="direction of the headline metric")

@@ -1,0 +1,57 @@
+"""Plots a person would rather see than read: loss curves of every run, a bar chart of the headline metric."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from archlab.report.collect import RunRow  # noqa: E402
+
+
+def loss_curves(rows: list[RunRow], path: Path, title: str) -> Path | None:
+    drawn = [r for r in rows if r.curve]
+    if not drawn:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for row in drawn:
+        steps, losses = zip(*row.curve, strict=True)
+        (line,) = ax.plot(steps, losses, label=row.spec.title, linewidth=1.4)
+        if row.eval_curve:
+            es, el = zip(*row.eval_curve, strict=True)
+            ax.plot(es, el, "o", color=line.get_color(), markersize=4)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (dots: validation)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(drawn) > 6 else 1)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def headline_bars(rows: list[RunRow], metric: str, path: Path, title: str) -> Path | None:
+    have = [(r, r.metric(metric), r.interval(metric)) for r in rows if r.metric(metric) is not None]
+    if not have:
+        return None
+    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(have) + 2), 4))
+    names = [r.spec.title for r, _, _ in have]
+    values = [v for _, v, _ in have]
+    errs = None
+    if all(ci is not None for _, _, ci in have):
+        errs = [[v - ci[0] for _, v, ci in have], [ci[1] - v for _, v, ci in have]]
+    ax.bar(range(len(have)), values, yerr=errs, capsize=3, color="#4C72B0")
+    ax.set_xticks(range(len(have)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

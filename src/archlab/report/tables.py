@@ -1,0 +1,65 @@
+"""Markdown tables in the seeds' style: variant, what changed, status, metrics, delta vs baseline."""
+
+from __future__ import annotations
+
+from archlab.plan import PlanConfig
+from archlab.report.collect import RunRow
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def what_changed(row: RunRow, baseline: RunRow | None) -> str:
+    if baseline is None or row is baseline:
+        return "baseline" if row is baseline else ""
+    diffs = [f"{k}={v}" for k, v in row.spec.labels.items() if baseline.spec.labels.get(k) != v]
+    return ", ".join(diffs) or "same labels as baseline"
+
+
+def metric_cell(row: RunRow, metric: str) -> str:
+    value = row.metric(metric)
+    ci = row.interval(metric)
+    if value is None:
+        return "—"
+    return f"{fmt(value)} [{fmt(ci[0], 3)}, {fmt(ci[1], 3)}]" if ci else fmt(value)
+
+
+def delta_cell(row: RunRow, baseline: RunRow | None, metric: str, lower_is_better: bool) -> str:
+    if baseline is None or row is baseline:
+        return "—"
+    a, b = row.metric(metric), baseline.metric(metric)
+    if a is None or b is None:
+        return "—"
+    better = (a < b) if lower_is_better else (a > b)
+    sign = "+" if a - b >= 0 else ""
+    return f"{sign}{a - b:.4g}" + (" ▲" if better and a != b else "")
+
+
+def section_table(plan: PlanConfig, rows: list[RunRow], baseline: RunRow | None) -> list[list[str]]:
+    header = ["Variant", "What changed", "Status", *plan.metrics, f"Δ {plan.headline} vs baseline"]
+    body = [
+        [
+            row.spec.title,
+            what_changed(row, baseline),
+            row.mark + (f" {row.message}" if row.status in ("failed", "diverged") and row.message else ""),
+            *[metric_cell(row, m) for m in plan.metrics],
+            delta_cell(row, baseline, plan.headline, plan.lower_is_better),
+        ]
+        for row in rows
+    ]
+    return [header, *body]
+
+
+def to_markdown(table: list[list[str]]) -> str:
+    def esc(cell: str) -> str:
+        return cell.replace("|", "\\|").replace("\n", " ")
+
+    header, *body = table
+    lines = ["| " + " | ".join(esc(c) for c in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
