@@ -1,0 +1,206 @@
+"""The ``archlab`` command: run, plan, report, train, eval, ls, keys.
+
+Examples:
+  archlab run plans/quickstart.yaml                         train + eval every run, then print the report
+  archlab plan plans/quickstart.yaml                        list the runs without running
+  archlab run plans/quickstart.yaml train.max_steps=50      dotted overrides, Hydra style
+  archlab keys train                                        every training key with its description
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from archlab.errors import ArchlabError
+
+app = typer.Typer(
+    help=__doc__, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None
+)
+console = Console()
+Overrides = Annotated[list[str] | None, typer.Argument(help="dotted key=value overrides, e.g. train.max_steps=50")]
+ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="plan profile (e.g. smoke, full)")]
+RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="root of the run store", envvar="ARCHLAB_RUNS")]
+PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="plan YAML file")]
+
+
+def _load(plan_path: Path, profile: str | None, overrides: list[str] | None):
+    from archlab.config import parse_overrides
+    from archlab.plan import expand, load_plan
+
+    plan = load_plan(plan_path)
+    return plan, expand(plan, profile, parse_overrides(overrides or []))
+
+
+@app.command()
+def run(
+    plan_path: PlanArg,
+    overrides: Overrides = None,
+    profile: ProfileOpt = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    only: Annotated[str | None, typer.Option(help="run only the ids containing this text")] = None,
+) -> None:
+    """Train and evaluate every run of a plan (skipping done ones, resuming unfinished), then report."""
+    from archlab.plan import RunStore
+    from archlab.plan.executor import run_local
+    from archlab.report import write_report
+
+    plan, specs = _load(plan_path, profile, overrides)
+    store = RunStore(runs_dir, plan.name)
+    chosen = [s for s in specs if only is None or only in s.id]
+    if not chosen:
+        raise ArchlabError(f"--only '{only}' matches none of the {len(specs)} run ids (see archlab plan {plan_path})")
+    console.print(f"[bold]{plan.name}[/bold]: {len(chosen)} run(s) -> {store.root}")
+    outcomes = run_local(chosen, store, console)
+    report_path = write_report(plan, specs, store, profile or plan.default_profile, console)
+    console.print(f"report: {report_path}")
+    bad = [o for o in outcomes if o.status in ("failed", "diverged")]
+    if bad:
+        console.print(f"[red]{len(bad)} run(s) did not finish:[/red] " + ", ".join(f"{o.run_id} ({o.status})" for o in bad))
+        raise typer.Exit(1)
+
+
+@app.command("plan")
+def plan_cmd(
+    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = Path("runs")
+) -> None:
+    """List the runs a plan expands to (id, labels, sections, status) without running anything."""
+    from archlab.plan import RunStore
+
+    plan, specs = _load(plan_path, profile, overrides)
+    store = RunStore(runs_dir, plan.name)
+    table = Table(title=f"{plan.name}: {len(specs)} runs (profile: {profile or plan.default_profile or 'default'})")
+    for col in ("#", "run id", "labels", "sections", "status"):
+        table.add_column(col, overflow="fold")
+    for i, spec in enumerate(specs, 1):
+        labels = ", ".join(f"{k}={v}" for k, v in spec.labels.items())
+        table.add_row(str(i), spec.id, labels, "; ".join(spec.sections), store.run(spec.id).status()["status"])
+    console.print(table)
+
+
+@app.command()
+def report(
+    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = Path("runs")
+) -> None:
+    """Write runs/<plan>/REPORT.md, plots/*.png and report.html from what the runs wrote."""
+    from archlab.plan import RunStore
+    from archlab.report import write_report
+
+    plan, specs = _load(plan_path, profile, overrides)
+    path = write_report(plan, specs, RunStore(runs_dir, plan.name), profile or plan.default_profile, console)
+    console.print(f"report: {path}")
+
+
+@app.command()
+def train(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="run config YAML (model/data/train/eval)")],
+    overrides: Overrides = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default runs/train/<name>-<hash>)")] = None,
+) -> None:
+    """Train and evaluate one run from a run config file."""
+    from archlab.config import config_hash, deep_merge, load_yaml, parse_overrides
+    from archlab.plan import RunConfig, RunStore, RunSpec
+    from archlab.plan.executor import run_local
+
+    data = deep_merge(load_yaml(config_path), parse_overrides(overrides or []))
+    config = RunConfig.parse(data, where=str(config_path))
+    folder = out or Path("runs") / "train" / f"{config_path.stem}-{config_hash(config.to_dict(), 6)}"
+    [outcome] = run_local([RunSpec(folder.name, {}, config, ["train"])], RunStore(folder.parent, ""), console)
+    console.print(f"{outcome.status}: {folder} {outcome.message}")
+    if outcome.status != "done":
+        raise typer.Exit(1)
+
+
+@app.command("eval")
+def eval_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder: runs/<plan>/<run-id>")],
+    evals: Annotated[str | None, typer.Option(help="comma-separated eval names (default: the run's own list)")] = None,
+) -> None:
+    """Run evals on a finished run folder and print their metrics."""
+    from archlab.plan.runner import evaluate_run_dir
+
+    names = [e.strip() for e in evals.split(",") if e.strip()] if evals else None
+    for result in evaluate_run_dir(run_dir, names):
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items() if isinstance(v, int | float))
+        console.print(f"[bold]{result['eval']}[/bold] (n={result['n']}): {metrics}")
+
+
+@app.command()
+def ls() -> None:
+    """List what is registered: architectures, mixers, MLPs, norms, evals, schedules, embedded corpora."""
+    from archlab.data.embedded import CORPORA
+    from archlab.evals import EVALS
+    from archlab.models import ARCHITECTURES
+    from archlab.nn import MIXERS, MLPS, NORMS
+    from archlab.train import SCHEDULES
+
+    table = Table(title="archlab registry")
+    for col in ("kind", "name", "what it is"):
+        table.add_column(col)
+    registries = (("architecture", ARCHITECTURES), ("mixer", MIXERS), ("mlp", MLPS), ("norm", NORMS),
+                  ("eval", EVALS), ("schedule", SCHEDULES))
+    for kind, reg in registries:
+        for name in reg:
+            table.add_row(kind, name, reg.describe(name))
+    for corpus in CORPORA:
+        table.add_row("dataset", f"embedded:{corpus}", "shipped with archlab (data/embedded/PROVENANCE.md)")
+    console.print(table)
+
+
+@app.command()
+def keys(
+    section: Annotated[str, typer.Argument(help="run | model | data | train | plan | eval")] = "run",
+    name: Annotated[str | None, typer.Argument(help="the eval name when section is 'eval'")] = None,
+) -> None:
+    """Every config key of a section with its type, default and description."""
+    from archlab.data import DataConfig
+    from archlab.evals import EVALS
+    from archlab.models.spec import ModelConfig
+    from archlab.plan import PlanConfig, RunConfig
+    from archlab.train import TrainConfig
+
+    classes = {"run": RunConfig, "model": ModelConfig, "data": DataConfig, "train": TrainConfig, "plan": PlanConfig}
+    if section == "eval":
+        if name is None:
+            raise ArchlabError("archlab keys eval NAME: give an eval name (see archlab ls)")
+        cls = EVALS.get(name).params
+    elif section in classes:
+        cls = classes[section]
+    else:
+        raise ArchlabError(f"unknown section '{section}'; use one of: {', '.join([*classes, 'eval'])}")
+    table = Table(title=f"{section} keys")
+    for col in ("key", "type", "default", "description"):
+        table.add_column(col, overflow="fold")
+    for key, field in cls.model_fields.items():
+        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        annotation = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+        table.add_row(key, annotation, default[:40], field.description or "")
+    console.print(table)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=False)
+    except ArchlabError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        console.print("interrupted: finished runs and checkpoints are kept; run the same command again to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
