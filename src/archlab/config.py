@@ -136,10 +136,20 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
         if not sep or not key:
             raise ArchlabError(f"override '{item}' is not key=value (example: train.learning_rate=3e-4)")
         try:
-            flat[key] = yaml.safe_load(raw) if raw.strip() else ""
+            flat[key] = _number_or_self(yaml.safe_load(raw)) if raw.strip() else ""
         except yaml.YAMLError:
             flat[key] = raw
     return expand_dotted(flat)
+
+
+def _number_or_self(value: Any) -> Any:
+    """YAML 1.1 reads '3e-4' as a string; a command line means the number."""
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return value
+    return value
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

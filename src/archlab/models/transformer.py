@@ -20,6 +20,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from archlab.nn import MIXERS, MLPS, build_norm
+from archlab.nn.rope import RotaryEmbedding
 
 POSITION_KINDS = ("learned", "rope", "none")
 
@@ -139,6 +140,8 @@ class ArchlabTransformerPreTrainedModel(PreTrainedModel):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, RotaryEmbedding):
+            module.reset_parameters()
 
 
 class ArchlabTransformerModel(ArchlabTransformerPreTrainedModel):

@@ -73,7 +73,12 @@ def fla_delta_rule(
         from fla.ops.delta_rule import chunk_delta_rule
 
         o, S = chunk_delta_rule(
-            q_BTHK, k_BTHK, v_BTHV, beta_BTH.to(dtype), scale=scale, initial_state=h0,
+            q_BTHK,
+            k_BTHK,
+            v_BTHV,
+            beta_BTH.to(dtype),
+            scale=scale,
+            initial_state=h0,
             output_final_state=output_final_state,
         )
     else:
@@ -81,7 +86,13 @@ def fla_delta_rule(
 
         g = torch.zeros_like(beta_BTH, dtype=torch.float32) if g_BTH is None else g_BTH.float()
         o, S = chunk_gated_delta_rule(
-            q_BTHK, k_BTHK, v_BTHV, g, beta_BTH.to(dtype), scale=scale, initial_state=h0,
+            q_BTHK,
+            k_BTHK,
+            v_BTHV,
+            g,
+            beta_BTH.to(dtype),
+            scale=scale,
+            initial_state=h0,
             output_final_state=output_final_state,
         )
     return o.to(dtype), (S.to(dtype) if output_final_state and S is not None else None)
@@ -117,7 +128,13 @@ def fla_delta_product(
         return x.transpose(2, 3).reshape(B, T * N, H, *x.shape[4:])
 
     o, S = fla_delta_rule(
-        flat(q_BTHNK), flat(k_BTHNK), flat(v_BTHNV), flat(beta_BTHN), g_BTH=g_virtual, scale=scale,
-        initial_state_BHKV=initial_state_BHKV, output_final_state=output_final_state,
+        flat(q_BTHNK),
+        flat(k_BTHNK),
+        flat(v_BTHNV),
+        flat(beta_BTHN),
+        g_BTH=g_virtual,
+        scale=scale,
+        initial_state_BHKV=initial_state_BHKV,
+        output_final_state=output_final_state,
     )
     return o.reshape(B, T, N, H, -1)[:, :, -1], S

@@ -32,7 +32,7 @@ class RunSpec:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9._]+", "_", text).strip("_")[:80] or "run"
+    return re.sub(r"[^a-zA-Z0-9._-]+", "_", text).strip("_-")[:80] or "run"
 
 
 def _label(value: Any) -> str:
@@ -112,6 +112,8 @@ class Expander:
             for rule in self.plan.rules:
                 if self._matches(rule.when, config, labels):
                     config = deep_merge(config, expand_dotted(rule.set))
+            order = {name: i for i, name in enumerate(self.axes)}
+            labels = dict(sorted(labels.items(), key=lambda kv: order.get(kv[0], len(order))))
             where = f"plan '{self.plan.name}', run {' · '.join(labels.values()) or block.name or 'defaults'}"
             runs.append((RunConfig.parse(config, where=where), labels, block.section or default_section, block.name))
         if block.name and len(runs) > 1:

@@ -39,9 +39,13 @@ class HybridOptimizer(torch.optim.Optimizer):
 
     def __init__(self, optimizers: list[torch.optim.Optimizer]):
         self.optimizers = optimizers
-        self.param_groups = [g for opt in optimizers for g in opt.param_groups]
         self.defaults = {}
         self.state = {}
+
+    @property
+    def param_groups(self) -> list[dict]:
+        # read through every time: load_state_dict replaces the group dicts of the inner optimizers
+        return [g for opt in self.optimizers for g in opt.param_groups]
 
     def step(self, closure=None):
         for opt in self.optimizers:

@@ -91,7 +91,8 @@ def chunk_delta_core(
     mask_CL = _causal_mask(C, L, n_h, dev)
     qk_BHNCL = q_BHNCK @ k_BHNLK.transpose(-1, -2)
     if g_BHNL is None:
-        A_BHNLL = A_BHNLL.tril(-1)
+        # No masking of A: the unit-lower solve never reads its diagonal or upper triangle, and its
+        # backward returns a strictly-lower gradient.
         P_BHNCL = qk_BHNCL.masked_fill(~mask_CL, 0.0) * scale
         q_in_BHNCK = q_BHNCK * scale
         k_out_BHNLK = k_BHNLK

@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny corpus, a tiny model config, a private cache and run store per test session."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY_MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 64}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    os.environ["ARCHLAB_CACHE"] = str(tmp_path_factory.mktemp("archlab_cache"))
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    torch.set_num_threads(2)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    """A folder of 40 small text documents (a few KB each) with deterministic content."""
+    folder = tmp_path_factory.mktemp("corpus")
+    rng = random.Random(0)
+    words = "the king queen sword crown river night day love war bread wine ship storm".split()
+    for i in range(40):
+        text = " ".join(rng.choice(words) for _ in range(300)) + "."
+        (folder / f"doc{i:02d}.txt").write_text(text)
+    return folder
+
+
+def tiny_run_config(corpus_dir: Path, **train) -> dict:
+    return {
+        "model": {"arch": "transformer", "config": dict(TINY_MODEL)},
+        "data": {"source": str(corpus_dir), "tokenizer": "bytes", "block_size": 32, "validation_fraction": 0.1},
+        "train": {"max_steps": 6, "per_device_train_batch_size": 4, "logging_steps": 2, "learning_rate": 1e-3, **train},
+        "eval": [{"name": "loss", "max_examples": 8}],
+    }
