@@ -27,12 +27,21 @@ Sources (see PROVENANCE.md in the output folder for licences and details):
 * ``instructions`` -- question/answer pairs parsed from the Python FAQ sources
   in the Debian package ``python3.11-doc``, as Alpaca records.  Split by record.
 
+Eval sets (own folders and manifests, read by ``archlab.evals``):
+
+* ``mmlu``         -- the 282 MMLU dev questions with answers shipped in the PyPI
+  wheel ``lm_eval==0.4.13`` (flan chain-of-thought prompts), as an lm-eval-style
+  multiple-choice jsonl.
+* ``multilingual`` -- verse-aligned English/Chinese/Arabic chapters from the npm
+  package ``quran-json@3.1.2`` (``npm pack``) and Chinese fortunes from the Debian
+  package ``fortunes-zh``, for bits per byte by language.
+
 Usage::
 
     python scripts/build_embedded.py [--out src/archlab/data/embedded] [--workdir DIR]
 
 Build-time requirements: the standard library, ``pip`` (for ``pip download``),
-``apt-get`` and ``dpkg-deb`` (Debian tools), and the ``tokenizers`` package.
+``apt-get`` and ``dpkg-deb`` (Debian tools), ``npm``, and the ``tokenizers`` package.
 Running it twice gives byte-identical outputs (for the same interpreter and
 package versions).
 """
@@ -752,6 +761,228 @@ def build_instructions(workdir: Path) -> tuple[dict[str, list[dict]], dict]:
     return splits, info
 
 
+# --------------------------------------------------------------------------- eval sets
+# Small fixed sets for archlab's evals, each in its own folder with its own
+# manifest.json (so the corpus manifest above stays byte-identical).
+
+LM_EVAL_PIN = "lm_eval==0.4.13"
+LM_EVAL_MMLU_MEMBER = "lm_eval/tasks/mmlu/flan_cot_fewshot/_cot_prompts.json"
+QURAN_NPM_PIN = "quran-json@3.1.2"
+QURAN_LANGS = {"en": "quran_en.json", "zh": "quran_zh.json", "ar": "quran.json"}
+QURAN_MIN_ENGLISH_BYTES = 40_000
+FORTUNES_DEB = "fortunes-zh"
+FORTUNES_PATH = "usr/share/games/fortunes/chinese"
+FORTUNES_BUDGET_BYTES = 60_000
+# The flan-CoT prompt file stored LaTeX such as "\frac", "\times", "\rightarrow" as JSON
+# escapes, so they arrived as control characters; put the backslash back.
+_LATEX_CONTROL = {"\x0c": "\\f", "\x08": "\\b", "\x07": "\\a", "\x0b": "\\v", "\r": "\\r", "\t": "\\t"}
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _restore_latex(text: str) -> str:
+    for char, escape in _LATEX_CONTROL.items():
+        text = re.sub(re.escape(char) + r"(?=[A-Za-z])", lambda _m, e=escape: e, text)
+    return text
+
+
+def parse_mmlu_cot_prompts(prompts: dict[str, str]) -> list[dict]:
+    """Each subject's few-shot block -> {subject, question, choices, gold, context} records."""
+    records = []
+    for subject in sorted(prompts):
+        body = _restore_latex(prompts[subject]).split("\n\n", 1)[1]
+        for block in re.split(r"\n\nQ: ", "\n\n" + body):
+            if not block.strip():
+                continue
+            answer_at = block.rfind("\nA: ")
+            options_at = block.rfind("\n(A)", 0, answer_at)
+            gold = re.search(r"The answer is \(([A-J])\)", block[answer_at:])
+            if answer_at < 0 or options_at < 0 or gold is None:
+                raise BuildError(f"MMLU {subject}: cannot parse a question block: {block[:80]!r}")
+            parts = re.split(r"\(([A-J])\)\s*", block[options_at + 1 : answer_at])[1:]
+            letters, choices = parts[0::2], [c.strip() for c in parts[1::2]]
+            question = block[:options_at].strip()
+            name = subject.replace("_", " ")
+            records.append({
+                "subject": subject,
+                "question": question,
+                "choices": choices,
+                "gold": letters.index(gold.group(1)),
+                "context": f"The following are questions (with answers) about {name}.\n\nQuestion: {question}\nAnswer:",
+            })
+    return records
+
+
+def build_mmlu_dev(workdir: Path) -> tuple[list[dict], dict]:
+    wheel = pip_download(LM_EVAL_PIN, workdir / "pypi", "lm_eval-0.4.13-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        prompts = json.loads(zf.read(LM_EVAL_MMLU_MEMBER).decode("utf-8"))
+    records = parse_mmlu_cot_prompts(prompts)
+    if len(records) != 282:
+        raise BuildError(f"expected 282 MMLU dev questions in {LM_EVAL_MMLU_MEMBER}, parsed {len(records)}")
+    return records, {"package": LM_EVAL_PIN, "archive": wheel.name, "member": LM_EVAL_MMLU_MEMBER,
+                     "subjects": len(prompts), "questions": len(records)}
+
+
+def npm_pack(spec: str, dest: Path) -> Path:
+    """``npm pack SPEC`` into DEST (cached), without installing it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    name, _, version = spec.rpartition("@")
+    found = sorted(dest.glob(f"{name}-{version}.tgz"))
+    if not found:
+        npm = _require_tool("npm", "this step needs npm (Debian package 'npm') for 'npm pack'")
+        _run([npm, "pack", spec, "--silent"], cwd=dest)
+        found = sorted(dest.glob(f"{name}-{version}.tgz"))
+    if not found:
+        raise BuildError(f"npm pack {spec} produced no archive in {dest}")
+    return found[0]
+
+
+def build_quran(workdir: Path) -> tuple[dict[str, list[dict]], dict]:
+    """Whole chapters, the same verses in English, Chinese and Arabic (a content-controlled comparison)."""
+    archive = npm_pack(QURAN_NPM_PIN, workdir / "npm")
+    with tarfile.open(archive) as tf:
+        books = {lang: json.loads(tf.extractfile(f"package/dist/{name}").read().decode("utf-8"))
+                 for lang, name in QURAN_LANGS.items()}
+    chapters = sorted(books["en"], key=lambda c: c["id"])
+    order = list(range(len(chapters)))
+    random.Random(SEED).shuffle(order)
+    chosen, english = [], 0
+    for i in order:
+        if english >= QURAN_MIN_ENGLISH_BYTES:
+            break
+        chosen.append(chapters[i]["id"])
+        english += sum(len(v["translation"].encode()) for v in chapters[i]["verses"])
+    chosen.sort()
+    out: dict[str, list[dict]] = {}
+    for lang, book in books.items():
+        by_id = {c["id"]: c for c in book}
+        field = "text" if lang == "ar" else "translation"
+        out[lang] = [{"chapter": cid, "verse": v["id"], "text": v[field].strip()}
+                     for cid in chosen for v in by_id[cid]["verses"]]
+    if len({len(v) for v in out.values()}) != 1:
+        raise BuildError("quran-json languages are not verse-aligned")
+    return out, {"package": QURAN_NPM_PIN, "archive": archive.name, "chapters": chosen,
+                 "verses": len(out["en"])}
+
+
+def build_fortunes_zh(workdir: Path) -> tuple[list[dict], dict]:
+    deb = apt_download(FORTUNES_DEB, workdir / "debian")
+    dpkg = _require_tool("dpkg-deb", "this step needs Debian's dpkg-deb to unpack the .deb")
+    version = _run([dpkg, "-f", str(deb), "Version"]).strip()
+    extract = workdir / "debian" / f"{FORTUNES_DEB}-extracted"
+    if extract.exists():
+        shutil.rmtree(extract)
+    _run([dpkg, "-x", str(deb), str(extract)])
+    raw = (extract / FORTUNES_PATH).read_text(encoding="utf-8")
+    entries = [_ANSI_ESCAPE.sub("", e).strip() for e in raw.split("\n%\n")]
+    entries = [(i, e) for i, e in enumerate(entries) if e and not _forbidden_host_in(e) and "http" not in e]
+    random.Random(SEED).shuffle(entries)
+    chosen, total = [], 0
+    for index, text in entries:
+        size = len(text.encode())
+        if total + size > FORTUNES_BUDGET_BYTES:
+            break
+        chosen.append({"index": index, "text": text})
+        total += size
+    chosen.sort(key=lambda r: r["index"])
+    return chosen, {"package": f"{FORTUNES_DEB} {version}", "archive": deb.name, "path": f"/{FORTUNES_PATH}",
+                    "entries": len(chosen), "candidates": len(entries)}
+
+
+def _write_jsonl_gz(out: Path, rel: str, records: list[dict]) -> dict:
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    if _forbidden_host_in(data.decode("utf-8")):
+        raise BuildError(f"{rel} would contain a registry host name; refusing to write it")
+    gz = gzip_bytes(data)
+    write_if_changed(out / rel, gz)
+    return {"file": rel, "records": len(records), "bytes": len(data), "compressed_bytes": len(gz),
+            "sha256": _sha256(gz)}
+
+
+def build_eval_sets(out: Path, workdir: Path) -> dict:
+    """mmlu/ and multilingual/: each folder gets its data files and its own manifest.json."""
+    log("building eval sets (mmlu, multilingual)")
+    mmlu, mmlu_info = build_mmlu_dev(workdir)
+    quran, quran_info = build_quran(workdir)
+    fortunes, fortunes_info = build_fortunes_zh(workdir)
+    folders = {
+        "mmlu": {"files": {"dev": _write_jsonl_gz(out, "mmlu/dev.jsonl.gz", mmlu)}, "source": mmlu_info},
+        "multilingual": {
+            "files": {
+                **{f"quran_{lang}": _write_jsonl_gz(out, f"multilingual/quran_{lang}.jsonl.gz", recs)
+                   for lang, recs in quran.items()},
+                "fortunes_zh": _write_jsonl_gz(out, "multilingual/fortunes_zh.jsonl.gz", fortunes),
+            },
+            "sources": {"quran": quran_info, "fortunes_zh": fortunes_info},
+        },
+    }
+    for folder, manifest in folders.items():
+        write_if_changed(out / folder / "manifest.json",
+                         (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
+    return folders
+
+
+def _file_table(files: dict) -> str:
+    rows = ["| set | records | bytes (uncompressed) | file (gzip bytes) |", "|---|---:|---:|---|"]
+    rows += [f"| {k} | {m['records']} | {m['bytes']:,} | `{m['file']}` ({m['compressed_bytes']:,}) |"
+             for k, m in files.items()]
+    return "\n".join(rows)
+
+
+def render_eval_provenance(sets: dict) -> str:
+    mm, ml = sets["mmlu"], sets["multilingual"]
+    qi, fi = ml["sources"]["quran"], ml["sources"]["fortunes_zh"]
+    return f"""
+# Eval sets: provenance
+
+Small fixed sets read by archlab's evals (`archlab.evals`); each folder has its own
+`manifest.json` with sizes and SHA-256 sums.  Same build rules as above (registry
+packages only, gzip level 9 with mtime 0, byte-reproducible).
+
+## mmlu -- `mmlu/dev.jsonl.gz`, records `{{"subject", "question", "choices", "gold", "context"}}`
+
+* Source: PyPI wheel `{mm["source"]["package"]}` (`{mm["source"]["archive"]}`), member
+  `{mm["source"]["member"]}`: the flan chain-of-thought few-shot prompts, which hold
+  the 5 dev questions of each of the {mm["source"]["subjects"]} MMLU subjects with their answers
+  ({mm["source"]["questions"]} questions; one college_chemistry question has 5 options).
+* Licence: MMLU (Hendrycks et al., 2021) is MIT-licensed; lm-evaluation-harness is MIT.
+* Parsing: per question, the text after `Q: ` up to the options line is `question`,
+  the options `(A) ... (B) ...` are `choices` (letters dropped), the letter in
+  `The answer is (X)` gives `gold`; the chain-of-thought answer is dropped.  LaTeX
+  backslash sequences that the file stored as JSON control characters (`\\f`, `\\t`,
+  `\\r`, `\\b`, `\\a`, `\\v` before a letter, e.g. `\\frac`, `\\times`) are restored;
+  question text is otherwise as shipped (one abstract_algebra question carries a
+  stray line from its neighbour).  `context` is lm-eval's MMLU continuation format:
+  `The following are questions (with answers) about <subject>.\\n\\nQuestion: <q>\\nAnswer:`;
+  the scored continuations are `" " + choice` (lm-eval's default target delimiter).
+
+{_file_table(mm["files"])}
+
+## multilingual -- `multilingual/*.jsonl.gz`
+
+* `quran_{{en,zh,ar}}`, records `{{"chapter", "verse", "text"}}`: npm package
+  `{qi["package"]}` (`{qi["archive"]}`, read with `npm pack`, never installed), files
+  `dist/quran_en.json` (English translation: Saheeh International), `dist/quran_zh.json`
+  (Chinese translation: Muhammad Makin) and `dist/quran.json` (Arabic Uthmani text).
+  Whole chapters picked in a seeded shuffle (`random.Random({SEED})`) until the English
+  side reaches {QURAN_MIN_ENGLISH_BYTES:,} bytes: chapters {", ".join(str(c) for c in qi["chapters"])}
+  ({qi["verses"]} verses, the same verses in every language, so bits per byte compare
+  languages on the same content).  Licence: package metadata `CC-BY-4.0`; its
+  `LICENSE.txt` is CC BY-SA 4.0 (attribution: Risan Bagja Pradana, quran-json, and
+  the translators named above).
+* `fortunes_zh`, records `{{"index", "text"}}`: Debian package {fi["package"]}
+  (`{fi["archive"]}`, unpacked with `dpkg-deb -x`), file `{fi["path"]}`; entries
+  split on `%` lines, terminal colour escapes (`ESC[..m`) removed, entries with links
+  dropped ({fi["candidates"]} candidates), a seeded shuffle taken greedily up to
+  {FORTUNES_BUDGET_BYTES:,} bytes ({fi["entries"]} entries), kept in file order; `index` is the
+  entry's position in the file.  Licence: GPL-3.0+ (the package's `copyright`).
+* Code and English prose for the same eval come from the corpus above
+  (`code/test`, `wiki/test`).
+
+{_file_table(ml["files"])}
+"""
+
+
 # --------------------------------------------------------------------------- tokenizer
 
 
@@ -870,7 +1101,8 @@ def build(out: Path, workdir: Path) -> dict:
     write_if_changed(
         out / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
     )
-    provenance = render_provenance(manifest)
+    eval_sets = build_eval_sets(out, workdir)
+    provenance = render_provenance(manifest) + render_eval_provenance(eval_sets)
     if _forbidden_host_in(provenance):
         raise BuildError("PROVENANCE.md would contain a registry host name")
     write_if_changed(out / "PROVENANCE.md", provenance.encode("utf-8"))

@@ -18,6 +18,7 @@ import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from archlab.errors import ArchlabError
 
@@ -188,18 +189,21 @@ def keys(
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except ArchlabError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        console.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
         sys.exit(2)
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        code = exc.exit_code  # typer turns Ctrl-C into Exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        console.print("interrupted: finished runs and checkpoints are kept; run the same command again to resume")
-        sys.exit(130)
+        code = 130
+    if code == 130:
+        console.print("interrupted: finished runs and checkpoints are kept; run the same command again to resume", soft_wrap=True)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

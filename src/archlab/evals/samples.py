@@ -23,8 +23,11 @@ def generate_samples(ctx: EvalContext, params: SampleParams) -> EvalResult:
     else:
         cases = list((ctx.data.test_prompts if ctx.data else [])[: params.num_prompts])
     tok, rows = ctx.tokenizer, []
+    window = getattr(ctx.model.config, "max_position_embeddings", None) or 2048
+    keep = max(1, window - params.max_new_tokens)
     for case in cases:
-        ids = tok(case["prompt"], return_tensors="pt", add_special_tokens=False)["input_ids"][:, -512:]
+        # keep the end of a long prompt so prompt + completion fit the model's positions
+        ids = tok(case["prompt"], return_tensors="pt", add_special_tokens=False)["input_ids"][:, -keep:]
         with torch.no_grad():
             out = ctx.model.generate(
                 ids.to(ctx.device),

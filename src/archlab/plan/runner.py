@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM
 from archlab.data import build_data
 from archlab.errors import ArchlabError
 from archlab.evals import EvalContext, run_eval
+from archlab.graft import apply_graft
 from archlab.models.spec import build_model
 from archlab.plan.schema import RunConfig
 from archlab.plan.store import RunDir, atomic_write, environment, try_lock
@@ -53,6 +54,8 @@ def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Ou
         set_seed(config.train.seed)
         data = build_data(config.data)
         model = build_model(config.model, vocab_size=len(data.tokenizer))
+        if config.graft is not None:
+            model = apply_graft(model, config.graft)
         trainer = Trainer(model, data, config.train, run.path, callbacks=callbacks)
         state = trainer.fit()
         model = trainer.unwrapped

@@ -9,6 +9,7 @@ from pydantic import Field
 from archlab.config import Config
 from archlab.data import DataConfig
 from archlab.evals import EvalSpec
+from archlab.graft import GraftConfig
 from archlab.models.spec import ModelConfig
 from archlab.train import TrainConfig
 
@@ -20,6 +21,8 @@ class RunConfig(Config):
 
     model: ModelConfig = Field(default_factory=ModelConfig, description="architecture or pretrained model")
     data: DataConfig = Field(default_factory=DataConfig, description="data source, tokenizer and packing")
+    graft: GraftConfig | None = Field(None, description="memory grafted into the model's attention (seed 000: "
+                                      "TPTT/LiZA memory-as-gate); none by default")
     train: TrainConfig = Field(default_factory=TrainConfig, description="optimisation (HF TrainingArguments names)")
     eval: list[EvalSpec] = Field(
         default_factory=lambda: [EvalSpec.model_validate(e) for e in DEFAULT_EVALS],

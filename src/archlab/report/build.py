@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from archlab.errors import ArchlabError
 from archlab.plan import PlanConfig, RunSpec, RunStore, find_baseline
 from archlab.plan.store import atomic_write
 from archlab.report.collect import RunRow, collect
@@ -31,7 +32,10 @@ def sections_of(rows: list[RunRow]) -> dict[str, list[RunRow]]:
 def write_report(plan: PlanConfig, specs: list[RunSpec], store: RunStore, profile: str | None = None,
                  console: Console | None = None) -> Path:
     rows = collect(plan, specs, store)
-    base_spec = find_baseline(plan, specs)
+    try:
+        base_spec, baseline_note = find_baseline(plan, specs), ""
+    except ArchlabError as exc:
+        base_spec, baseline_note = None, f"Note: {exc}; deltas are left out.\n"
     baseline = next((r for r in rows if r.spec is base_spec), None)
     plots = store.root / "plots"
     lines = [f"# {plan.name}", ""]
@@ -44,6 +48,8 @@ def write_report(plan: PlanConfig, specs: list[RunSpec], store: RunStore, profil
         f"({'lower' if plan.lower_is_better else 'higher'} is better). Intervals are 95% (Wilson for accuracies).",
         "",
     ]
+    if baseline_note:
+        lines += [baseline_note]
     html_parts = [f"<h1>{html.escape(plan.name)}</h1><p>{html.escape(plan.description)}</p>"]
     for title, section_rows in sections_of(rows).items():
         table = section_table(plan, section_rows, baseline)

@@ -271,7 +271,16 @@ class Trainer:
         window.update(loss=0.0, steps=0, tokens=0, start=time.perf_counter())
 
     def evaluate(self) -> dict[str, Any]:
-        totals = validation_loss(self.unwrapped, self.data, self.cfg.per_device_eval_batch_size)
+        batch_size = self.cfg.per_device_eval_batch_size
+        while True:
+            try:
+                totals = validation_loss(self.unwrapped, self.data, batch_size)
+                break
+            except Exception as exc:
+                if not is_oom(exc) or batch_size == 1:
+                    raise
+                batch_size //= 2
+                self._warn(f"out of memory in evaluation: eval batch halved to {batch_size}")
         metrics = {"step": self.state.step, "eval_loss": totals.loss, "eval_bits_per_byte": totals.bits_per_byte}
         self.metrics.append(metrics)
         self.accelerator.log({k: v for k, v in metrics.items() if k != "step" and v is not None}, step=self.state.step)

@@ -1,0 +1,130 @@
+"""Multiple choice (``mc``) with lm-evaluation-harness conventions, so the numbers compare with lm-eval's.
+
+Each choice is scored by the summed log-probability of its continuation given the context (never of the
+whole text, never with the answer memorized): ``acc`` takes the argmax, ``acc_norm`` the argmax of the
+sum divided by the choice's length in characters, as lm-eval does. The context is run once per
+question and every choice is scored from its cache (``scoring: cached``); ``scoring: full`` runs one
+row per choice exactly like lm-eval's HFLM, for checking.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from archlab.config import Config
+from archlab.evals.base import EvalContext, EvalResult, register_eval
+from archlab.evals.loglik import PrefixState, Scored, encode_pair, model_max_length, score_full
+from archlab.evals.mc_tasks import MCDoc, MCTask, load_task
+from archlab.evals.memorize import memorized, require_memorize
+from archlab.evals.stats import wilson_interval
+
+
+class MCParams(Config):
+    task: str = Field("mmlu_dev", description="mmlu_dev (embedded, 282 questions), cloze[:corpus], a .jsonl of "
+                      "{context, choices, gold}, an lm-eval task YAML, or an lm-eval task name (needs the hub)")
+    limit: int | None = Field(None, ge=1, description="score only the first N questions")
+    num_fewshot: int = Field(0, ge=0, description="k-shot examples prepended to each context")
+    target_delimiter: str = Field(" ", description="text between context and choice (lm-eval's default)")
+    scoring: Literal["cached", "full"] = Field("cached", description="cached: context once per question; "
+                                               "full: one row per choice, as lm-eval's HFLM")
+    max_length: int | None = Field(None, ge=2, description="context window; default the model's "
+                                   "max_position_embeddings (else 2048), left-truncating like lm-eval")
+    batch_size: int = Field(32, ge=1, description="rows per forward pass for scoring: full")
+    memorize: bool = Field(False, description="also score after model.memorize(context) (context tokens only)")
+    cloze_items: int = Field(200, ge=1, description="cloze: questions generated")
+    cloze_choices: int = Field(4, ge=2, description="cloze: sentences to choose from")
+    cloze_context_sentences: int = Field(2, ge=1, description="cloze: preceding sentences given as context")
+
+
+def _encode(ctx: EvalContext, docs: list[MCDoc]) -> list[list[tuple[list[int], list[int]]]]:
+    return [[encode_pair(ctx.tokenizer, c, cont) for c, cont in doc.requests] for doc in docs]
+
+
+def score_docs(ctx: EvalContext, docs: list[MCDoc], params: MCParams, memorize: bool) -> list[list[Scored]]:
+    """Log-likelihood of every request of every doc, grouped by doc."""
+    encoded = _encode(ctx, docs)
+    max_length = params.max_length or model_max_length(ctx.model)
+    if params.scoring == "full" and not memorize:
+        flat = [pair for doc in encoded for pair in doc]
+        scores = iter(score_full(ctx.model, flat, max_length, params.batch_size))
+        return [[next(scores) for _ in doc] for doc in encoded]
+    out = []
+    for pairs in encoded:
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)  # requests sharing a context
+        for i, (c, _) in enumerate(pairs):
+            groups[tuple(c)].append(i)
+        scored: list[Scored | None] = [None] * len(pairs)
+        for context, members in groups.items():
+            conts = [pairs[i][1] for i in members]
+            with memorized(ctx.model, list(context) if memorize else None):
+                if len(context) + max(map(len, conts)) - 1 > max_length or params.scoring == "full":
+                    results = score_full(ctx.model, [pairs[i] for i in members], max_length, params.batch_size)
+                else:
+                    results = PrefixState(ctx.model, list(context)).score(conts)
+            for i, r in zip(members, results, strict=True):
+                scored[i] = r
+        out.append(scored)
+    return out
+
+
+def doc_metrics(task: MCTask, doc: MCDoc, scores: list[Scored]) -> dict[str, float | int]:
+    """acc / acc_norm of one question, by lm-eval's own process_results when the task came from lm-eval."""
+    lls = np.array([s.ll for s in scores])
+    if task.lm_eval_task is not None:
+        res = task.lm_eval_task.process_results(doc.raw, [(s.ll, s.greedy) for s in scores])
+        acc, acc_norm = float(res["acc"]), float(res.get("acc_norm", res["acc"]))
+    else:
+        lengths = np.array([float(len(c)) for c in doc.choices])
+        acc = float(int(np.argmax(lls)) == doc.gold)
+        acc_norm = float(int(np.argmax(lls / lengths)) == doc.gold)
+    return {"acc": acc, "acc_norm": acc_norm, "pred": int(np.argmax(lls))}
+
+
+@register_eval("mc", MCParams)
+def multiple_choice(ctx: EvalContext, params: MCParams) -> EvalResult:
+    """Multiple-choice accuracy (acc, acc_norm) by continuation log-likelihood, lm-eval conventions."""
+    cloze = {"items": params.cloze_items, "choices": params.cloze_choices,
+             "context_sentences": params.cloze_context_sentences}
+    task = load_task(params.task, limit=params.limit, num_fewshot=params.num_fewshot,
+                     delimiter=params.target_delimiter, seed=ctx.seed, cloze=cloze)
+    if params.memorize:
+        require_memorize(ctx.model, "mc")
+    runs = {"": score_docs(ctx, task.docs, params, memorize=False)}
+    if params.memorize:
+        runs["_memorize"] = score_docs(ctx, task.docs, params, memorize=True)
+    metrics: dict[str, float | None] = {}
+    ci95: dict[str, tuple[float, float]] = {}
+    items = [{"doc_id": d.doc_id, "gold": d.gold, "choice_chars": [len(c) for c in d.choices]} for d in task.docs]
+    n = len(task.docs)
+    for suffix, scores in runs.items():
+        per_doc = [doc_metrics(task, d, s) for d, s in zip(task.docs, scores, strict=True)]
+        for key in ("acc", "acc_norm"):
+            hits = int(sum(m[key] for m in per_doc))
+            metrics[key + suffix] = hits / max(n, 1)
+            ci95[key + suffix] = wilson_interval(hits, n)
+        gold = [(s[d.gold].ll, len(d.requests[d.gold][1].encode("utf-8")))
+                for d, s in zip(task.docs, scores, strict=True) if 0 <= d.gold < len(s)]
+        nbytes = sum(b for _, b in gold)
+        # bits per byte of the gold continuation (delimiter included): a loss beside the accuracies
+        metrics["gold_bits_per_byte" + suffix] = -sum(ll for ll, _ in gold) / math.log(2) / nbytes if nbytes else None
+        for item, m, s in zip(items, per_doc, scores, strict=True):
+            item.update({f"lls{suffix}": [round(x.ll, 6) for x in s], f"pred{suffix}": m["pred"],
+                         f"acc{suffix}": m["acc"], f"acc_norm{suffix}": m["acc_norm"]})
+    if params.memorize:
+        metrics["acc_memorize_gain"] = metrics["acc_memorize"] - metrics["acc"]
+    chance = float(np.mean([1 / len(d.choices) for d in task.docs])) if task.docs else None
+    return EvalResult(
+        metrics=metrics,
+        n=n,
+        ci95=ci95,
+        headline="acc_norm",
+        details={"task": task.name, "source": task.source, "num_fewshot": params.num_fewshot,
+                 "scoring": params.scoring, "chance": chance, "memorize": params.memorize,
+                 "normalisation": "acc_norm divides the summed log-likelihood by len(choice) in characters"},
+        items=items,
+    )

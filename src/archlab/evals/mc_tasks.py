@@ -1,0 +1,180 @@
+"""Multiple-choice tasks for the ``mc`` eval: local jsonl, lm-eval YAML, lm-eval registry names, cloze.
+
+Every source becomes a list of ``MCDoc``: the (context, continuation) requests lm-eval would make, the
+choice strings whose character lengths normalise ``acc_norm``, and the gold index. Tasks loaded through
+lm-eval also keep the lm-eval ``Task`` so its own ``process_results`` computes the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import socket
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from archlab.errors import ArchlabError
+from archlab.evals.texts import corpus_documents, read_eval_set, sentences
+
+EMBEDDED_TASKS = {"mmlu_dev": ("mmlu", "dev")}
+
+
+@dataclass
+class MCDoc:
+    doc_id: int
+    requests: list[tuple[str, str]]  # (context, target_delimiter + choice), one per choice
+    choices: list[str]
+    gold: int
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MCTask:
+    name: str
+    docs: list[MCDoc]
+    source: str
+    lm_eval_task: Any = None  # lm_eval.api.task.Task when loaded through lm-eval
+
+
+def load_task(spec: str, *, limit: int | None, num_fewshot: int, delimiter: str, seed: int,
+              cloze: dict[str, Any]) -> MCTask:
+    """Resolve ``spec``: an embedded task, ``cloze[:corpus]``, a .jsonl/.yaml path, or an lm-eval name."""
+    if spec in EMBEDDED_TASKS:
+        records = read_eval_set(*EMBEDDED_TASKS[spec])
+        docs = docs_from_records(records, delimiter, num_fewshot, seed)
+        return MCTask(spec, docs[:limit], f"embedded:{'/'.join(EMBEDDED_TASKS[spec])}")
+    if spec == "cloze" or spec.startswith("cloze:"):
+        corpus = spec.partition(":")[2] or "wiki"
+        docs = cloze_docs(corpus, seed=seed, delimiter=delimiter, **cloze)
+        return MCTask(spec, docs[:limit], f"cloze over embedded:{corpus} held-out sentences")
+    path = Path(spec).expanduser()
+    if path.suffix in (".jsonl", ".json", ".gz"):
+        if not path.exists():
+            raise ArchlabError(f"mc task file not found: {spec}")
+        docs = docs_from_records(_read_jsonl(path), delimiter, num_fewshot, seed)
+        return MCTask(path.stem, docs[:limit], str(path))
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise ArchlabError(f"mc task file not found: {spec}")
+        name = _yaml_task_name(path)
+        return _from_lm_eval(name, limit, num_fewshot, include_path=path.parent, source=str(path))
+    return _from_lm_eval(spec, limit, num_fewshot, include_path=None, source="lm-eval registry")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    import gzip
+
+    raw = path.read_bytes()
+    text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise ArchlabError(f"{path}: not JSON lines ({exc})") from None
+
+
+def docs_from_records(records: list[dict], delimiter: str, num_fewshot: int, seed: int) -> list[MCDoc]:
+    """{context, choices, gold} records -> docs; k-shot examples are other records with their gold answer."""
+    for i, r in enumerate(records):
+        missing = {"context", "choices", "gold"} - set(r)
+        if missing:
+            raise ArchlabError(f"mc record {i} lacks {sorted(missing)}; expected {{context, choices, gold}}")
+    docs = []
+    for i, r in enumerate(records):
+        context = r["context"]
+        if num_fewshot:
+            rng = random.Random(seed * 1_000_003 + i)
+            others = rng.sample([j for j in range(len(records)) if j != i], min(num_fewshot, len(records) - 1))
+            shots = [f"{records[j]['context']}{delimiter}{records[j]['choices'][int(records[j]['gold'])]}"
+                     for j in others]
+            context = "\n\n".join([*shots, context])  # lm-eval's default fewshot_delimiter
+        choices = [str(c) for c in r["choices"]]
+        docs.append(MCDoc(i, [(context, delimiter + c) for c in choices], choices, int(r["gold"]), r))
+    return docs
+
+
+def cloze_docs(corpus: str, *, seed: int, delimiter: str, items: int, choices: int,
+               context_sentences: int) -> list[MCDoc]:
+    """The true next sentence among ``choices`` sentences drawn from the same held-out document."""
+    rng = random.Random(seed)
+    pool = [s for s in (sentences(d) for d in corpus_documents(corpus)) if len(s) > context_sentences + choices]
+    if not pool:
+        raise ArchlabError(f"cloze: embedded:{corpus} has no held-out document with enough sentences")
+    docs = []
+    for i in range(items):
+        sents = rng.choice(pool)
+        at = rng.randrange(context_sentences, len(sents))
+        window = set(range(at - context_sentences, at + 1))
+        others = rng.sample([j for j in range(len(sents)) if j not in window], choices - 1)
+        options = [sents[at]] + [sents[j] for j in others]
+        order = list(range(choices))
+        rng.shuffle(order)
+        shuffled = [options[k] for k in order]
+        context = " ".join(sents[at - context_sentences : at])
+        docs.append(MCDoc(i, [(context, delimiter + c) for c in shuffled], shuffled, order.index(0)))
+    return docs
+
+
+def _yaml_task_name(path: Path) -> str:
+    match = re.search(r"^task:\s*['\"]?([^'\"\s#]+)", path.read_text(encoding="utf-8"), re.M)
+    if not match:
+        raise ArchlabError(f"{path}: an lm-eval task YAML needs a top-level 'task: NAME'")
+    return match.group(1)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers; lets an offline run fail at once instead of after retries."""
+    import huggingface_hub.constants as hub
+
+    host = urlparse(hub.ENDPOINT).hostname or ""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_lm_eval(name: str, limit: int | None, num_fewshot: int, include_path: Path | None,
+                  source: str) -> MCTask:
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    offline_cache = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+    if include_path is None and not offline_cache and not hub_reachable():
+        # checked before indexing lm-eval's registry, so an offline run fails in seconds
+        raise ArchlabError(f"mc task '{name}' is not embedded ({', '.join(EMBEDDED_TASKS)}, cloze) or a file, and "
+                           f"as an lm-eval task it needs its dataset from the Hugging Face hub, which is not "
+                           f"reachable; use a .jsonl of {{context, choices, gold}}, an lm-eval YAML with "
+                           f"dataset_path: json, task: mmlu_dev or task: cloze")
+    manager = TaskManager(include_path=str(include_path), include_defaults=False) if include_path \
+        else TaskManager()
+    if name not in manager.all_tasks:
+        raise ArchlabError(f"mc task '{name}' is neither an embedded task ({', '.join(EMBEDDED_TASKS)}, cloze), "
+                           f"a .jsonl/.yaml file, nor an lm-eval task name")
+    try:
+        task = get_task_dict([name], manager)[name]
+        task.set_config(key="num_fewshot", value=num_fewshot)
+        task.set_fewshot_seed(seed=1234)  # lm_eval.simple_evaluate's default fewshot_random_seed
+        task.build_all_requests(limit=limit, rank=0, world_size=1)
+    except ArchlabError:
+        raise
+    except Exception as exc:  # datasets/lm-eval raise many types for a missing or malformed dataset
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ArchlabError(f"mc task '{name}' could not be loaded by lm-eval ({type(exc).__name__}: {first})") from None
+    if getattr(task, "OUTPUT_TYPE", None) != "multiple_choice":
+        raise ArchlabError(f"mc task '{name}' has output_type {getattr(task, 'OUTPUT_TYPE', '?')}; mc scores "
+                           f"multiple_choice tasks only")
+    by_doc: dict[int, list] = defaultdict(list)
+    for inst in task.instances:
+        by_doc[inst.doc_id].append(inst)
+    docs = []
+    for doc_id in sorted(by_doc):
+        insts = sorted(by_doc[doc_id], key=lambda x: x.idx)
+        doc = insts[0].doc
+        target = task.doc_to_target(doc)
+        docs.append(MCDoc(doc_id, [tuple(x.arguments) for x in insts], [str(c) for c in task.doc_to_choice(doc)],
+                          target if isinstance(target, int) else -1, doc))
+    return MCTask(name, docs, source, lm_eval_task=task)

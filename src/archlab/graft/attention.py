@@ -1,0 +1,150 @@
+"""The grafted attention: the base module, unchanged, plus a memory branch mixed in after its output projection.
+
+Grafting swaps the class of the attention *instance* for a subclass (``Grafted<Base>``) whose forward runs the
+base forward and then the memory. So parameter names, state-dict keys, LoRA target names and the model's own
+call signature all stay those of the base model; the only new child is ``archlab_memory`` (no parameters).
+
+The memory reads the base's own q/k/v projection outputs, captured with forward hooks during the base call,
+so the projections are computed once (and include LoRA when it is injected).
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+
+import torch
+from torch import nn
+
+from archlab.errors import ArchlabError
+from archlab.graft.adapters import Layout
+from archlab.nn.memory import MemoryBranch, MemoryState
+
+CACHE_KEYS = ("cache", "past_key_values", "past_key_value")  # v5, v4 and remote-code (OpenELM) names
+_GRAFTED_CLASSES: dict[type, type] = {}
+_OUTPUT_INPUT = "<output projection input>"
+
+
+class GraftContext:
+    """Per-model state shared by its grafted layers: the 2-D padding mask of the current call, decode states.
+
+    Attention modules in transformers v5 get a prepared 4-D (or no) mask, so the 2-D padding mask is taken from
+    the top-level forward call by a pre-hook. Decode states are keyed by the cache object ``generate`` passes
+    down, so they die with it.
+    """
+
+    def __init__(self) -> None:
+        self.attention_mask: torch.Tensor | None = None
+        self._states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def padding_mask(self, t_new: int) -> torch.Tensor | None:
+        """[B, t_new] mask of the newest tokens, or None when nothing is padded."""
+        mask = self.attention_mask
+        if mask is None or mask.shape[1] < t_new:
+            return None
+        mask = mask[:, -t_new:]
+        return None if bool(mask.all()) else mask
+
+    def state(self, cache: object, slot: int) -> MemoryState | None:
+        return self._states.get(cache, {}).get(slot)
+
+    def store(self, cache: object, slot: int, state: MemoryState) -> None:
+        self._states.setdefault(cache, {})[slot] = state
+
+    def attach(self, model: nn.Module) -> None:
+        """Hook ``model``'s forward so every call publishes its 2-D attention mask to the grafted layers."""
+        params = list(inspect.signature(model.forward).parameters)
+        position = params.index("attention_mask") if "attention_mask" in params else None
+
+        def remember(module, args, kwargs):
+            mask = kwargs.get("attention_mask")
+            if mask is None and position is not None and len(args) > position:
+                mask = args[position]
+            self.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.ndim == 2 else None
+
+        def forget(module, args, kwargs, output):
+            self.attention_mask = None
+
+        model.register_forward_pre_hook(remember, with_kwargs=True)
+        model.register_forward_hook(forget, with_kwargs=True, always_call=True)
+
+
+class GraftedAttentionMixin:
+    """Forward of a grafted attention: base output o, memory output m, returns (1 - mu) * o + mu * m."""
+
+    archlab_memory: MemoryBranch
+    archlab_layout: Layout
+    archlab_slot: int
+    archlab_context: GraftContext
+
+    def forward(self, *args, **kwargs):
+        memory = self.archlab_memory
+        cache = next((kwargs[k] for k in CACHE_KEYS if kwargs.get(k) is not None), None)
+        decoding = cache is not None and not self.training and not memory.bidirectional
+        if memory.mag_weight == 0 and not decoding:  # the mix would return the base output unchanged
+            return super().forward(*args, **kwargs)
+        captured: dict[str, torch.Tensor] = {}
+        layout = self.archlab_layout
+        handles = [getattr(self, name).register_forward_hook(_capture(captured, name)) for name in layout.inputs]
+        handles.append(getattr(self, layout.output).register_forward_pre_hook(_capture_input(captured)))
+        try:
+            out = super().forward(*args, **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        # a base that bypasses its projection modules (fused kernels) still works, at the cost of a recompute
+        outputs = [captured[n] if n in captured else getattr(self, n)(hidden) for n in layout.inputs]
+        q, k, v = layout.split(self, outputs)
+        attended = captured.get(_OUTPUT_INPUT)
+        rms = attended.float().pow(2).mean(-1, keepdim=True).sqrt() if attended is not None else None
+        context = self.archlab_context
+        state = context.state(cache, self.archlab_slot) if decoding else None
+        o_memory, new_state = memory(q, k, v, context.padding_mask(q.shape[1]), state, return_state=decoding,
+                                     attention_rms=rms)
+        if decoding:
+            context.store(cache, self.archlab_slot, new_state)
+        o_memory = getattr(self, layout.output)(o_memory)
+        base = out[0] if isinstance(out, tuple) else out
+        mixed = memory.mix(base, o_memory)
+        return (mixed, *out[1:]) if isinstance(out, tuple) else mixed
+
+
+def _capture(store: dict[str, torch.Tensor], name: str):
+    def hook(module, inputs, output):
+        store[name] = output
+
+    return hook
+
+
+def _capture_input(store: dict[str, torch.Tensor]):
+    """Keep the attention's output before its output projection (its RMS scales the memory's output)."""
+
+    def hook(module, inputs):
+        store[_OUTPUT_INPUT] = inputs[0]
+
+    return hook
+
+
+def grafted_class(base: type) -> type:
+    """``Grafted<Base>``: the mixin over ``base`` (one class per base class, reused)."""
+    if base not in _GRAFTED_CLASSES:
+        _GRAFTED_CLASSES[base] = type(f"Grafted{base.__name__}", (GraftedAttentionMixin, base), {})
+    return _GRAFTED_CLASSES[base]
+
+
+def graft_module(
+    module: nn.Module, layout: Layout, memory: MemoryBranch, slot: int, context: GraftContext
+) -> None:
+    """Turn ``module`` into its grafted class in place (parameters and names untouched)."""
+    if isinstance(module, GraftedAttentionMixin):
+        raise ArchlabError(f"{type(module).__name__} is already grafted; apply_graft once per model")
+    module.archlab_layout = layout
+    module.archlab_slot = slot
+    module.archlab_context = context
+    module.archlab_memory = memory
+    module.__class__ = grafted_class(type(module))
+
+
+def is_grafted(model: nn.Module) -> bool:
+    return any(isinstance(m, GraftedAttentionMixin) for m in model.modules())

@@ -1,0 +1,278 @@
+"""Delta-rule memory branch for grafting onto a pretrained attention (TPTT / LiZA, seed 000).
+
+The branch owns no projection weights: it receives the raw q/k/v projections of the attention it is grafted
+onto, and its output goes through that attention's own output projection (done by the caller). Per token:
+
+    beta_t = sigmoid(avg3(k_raw)_t)                 causal 3-tap average, reduced to one value per head
+    q_t, k_t = l2norm(silu(q_raw_t)), l2norm(silu(k_raw_t))      (``feature_map``; no RoPE)
+    k_t, v_t, beta_t = 0 at padding positions                     (padding never touches the state)
+    (virtual tokens for n_h > 1, see ``virtual_tokens``)
+    o_t = delta_rule / delta_product(q, k, v, beta)_t, heads merged, RMS-normalised without a weight,
+          then (output_scale="attention") scaled to the RMS of the base attention's output at t
+
+Legend: B batch, T tokens, H query heads, G key/value heads, N virtual tokens per token (n_h), D head dim.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archlab.ops import delta_product, delta_rule
+from archlab.registry import Registry
+
+FEATURE_MAPS: Registry = Registry("feature map")
+FEATURE_MAPS.register("silu_l2", lambda x: F.normalize(F.silu(x), dim=-1, eps=1e-6), help="SiLU then L2 norm (TPTT)")
+FEATURE_MAPS.register("relu_l2", lambda x: F.normalize(F.relu(x), dim=-1, eps=1e-6), help="ReLU then L2 norm")
+FEATURE_MAPS.register("l2", lambda x: F.normalize(x, dim=-1, eps=1e-6), help="L2 norm only (DeltaNet default)")
+
+# operator -> (householder steps per token n_h, virtual-token trick, state non-linearity)
+OPERATORS: dict[str, tuple[int, str | None, str | None]] = {
+    "delta_rule": (1, None, None),
+    "delta_rule_gelu": (1, None, "gelu_rownorm"),
+    "delta_product": (2, "derivative", None),
+    "delta_product_rotation": (2, "rotation", None),
+    "delta_product_derived_rotation": (2, "combined", None),
+}
+BETA_MODES = ("head", "channel", "constant")
+OUTPUT_SCALES = ("attention", "unit")
+HISTORY = 2  # raw rows kept for decoding: the 3-tap beta average and the derivative look 2 / 1 tokens back
+
+
+@dataclass
+class MemoryState:
+    """What incremental decoding carries per layer (all detached).
+
+    Attributes:
+        state: delta-rule state [B, H, D, D] at the last chunk boundary (None before any full chunk).
+        pending: (q, k, v, beta) rows since that boundary, only for operators whose chunk size is part of the
+            model (state non-linearity); empty tensors otherwise.
+        history: the last <= 2 raw (q, k, v, mask) rows, so beta pooling and virtual tokens see real context.
+    """
+
+    state: torch.Tensor | None
+    pending: tuple[torch.Tensor, ...] | None
+    history: tuple[torch.Tensor, ...]
+
+
+def causal_avg3(x_BTGD: torch.Tensor) -> torch.Tensor:
+    """Causal moving average over 3 tokens; the first token is replicated to the left (as TPTT)."""
+    first = x_BTGD[:, :1]
+    padded = torch.cat([first, first, x_BTGD], dim=1)
+    return (padded[:, 2:] + padded[:, 1:-1] + padded[:, :-2]) / 3.0
+
+
+def finite_difference(x_BTHD: torch.Tensor, order: int) -> torch.Tensor:
+    """Binomial finite difference ``sum_k (-1)^k C(m, k) x_{t-k} / 2^m`` (zeros before the first token)."""
+    out = torch.zeros_like(x_BTHD)
+    for lag in range(order + 1):
+        if lag >= x_BTHD.shape[1]:
+            break
+        shifted = F.pad(x_BTHD, (0, 0, 0, 0, lag, 0))[:, : x_BTHD.shape[1]] if lag else x_BTHD
+        out = out + ((-1) ** lag) * math.comb(order, lag) * shifted
+    return out / 2**order
+
+
+def rotate_pairs(x_BTHD: torch.Tensor, angle: float) -> torch.Tensor:
+    """Rotate channel pairs (x_i, x_{i + D/2}) by ``angle`` (norm preserving, RoPE's pairing)."""
+    half = x_BTHD.shape[-1] // 2
+    a, b = x_BTHD[..., :half], x_BTHD[..., half : 2 * half]
+    c, s = math.cos(angle), math.sin(angle)
+    rotated = torch.cat([c * a - s * b, s * a + c * b], dim=-1)
+    return torch.cat([rotated, x_BTHD[..., 2 * half :]], dim=-1)
+
+
+def virtual_tokens(x_BTHD: torch.Tensor, n_h: int, trick: str) -> torch.Tensor:
+    """The TPTT paper's virtual tokens [B, T, H, n_h, D]: token m is trick_m(x)_t.
+
+    derivative: the m-th normalised finite difference; rotation: x_t rotated by 2*pi*m/n_h; combined: the
+    rotation of the finite difference. Token 0 is always x_t itself.
+    """
+    rows = []
+    for m in range(n_h):
+        x = finite_difference(x_BTHD, m) if trick in ("derivative", "combined") else x_BTHD
+        if trick in ("rotation", "combined"):
+            x = rotate_pairs(x, 2 * math.pi * m / n_h)
+        rows.append(x)
+    return torch.stack(rows, dim=3)
+
+
+def tptt_compat_tokens(x_BTHD: torch.Tensor, trick: str) -> torch.Tensor:
+    """TPTT's coded n_h = 2 expansion (MECHANISMS.md 1.4), reproduced on request only.
+
+    derivative -> (-x_t / 2, x_{t-1} / 2); rotation -> (x_t, -x_t); combined -> their mean.
+    """
+    prev = F.pad(x_BTHD, (0, 0, 0, 0, 1, 0))[:, : x_BTHD.shape[1]]
+    derivative = torch.stack([-0.5 * x_BTHD, 0.5 * prev], dim=3)
+    rotation = torch.stack([x_BTHD, -x_BTHD], dim=3)
+    return {"derivative": derivative, "rotation": rotation, "combined": (derivative + rotation) / 2}[trick]
+
+
+class MemoryBranch(nn.Module):
+    """The recurrent branch of one grafted attention, plus its memory-as-gate weight.
+
+    ``mag_weight`` is a plain float (not a parameter, not saved): train.schedules.mag_weight sets it before
+    every optimizer step through ``scheduled_attributes``.
+    """
+
+    scheduled_attributes = ("mag_weight",)
+
+    def __init__(
+        self,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        *,
+        operator: str = "delta_rule",
+        chunk_size: int = 64,
+        feature_map: str = "silu_l2",
+        beta_mode: str = "head",
+        bidirectional: bool = False,
+        tptt_compat: bool = False,
+        mag_weight: float = 0.5,
+        output_scale: str = "attention",
+        impl: str = "auto",
+    ):
+        """Args mirror ``archlab.graft.GraftConfig`` (see its field descriptions); head counts from the base."""
+        super().__init__()
+        if operator not in OPERATORS:
+            raise ValueError(f"operator must be one of {list(OPERATORS)}, got {operator!r}")
+        if output_scale not in OUTPUT_SCALES:
+            raise ValueError(f"output_scale must be one of {OUTPUT_SCALES}, got {output_scale!r}")
+        if beta_mode not in BETA_MODES:
+            raise ValueError(f"beta_mode must be one of {BETA_MODES}, got {beta_mode!r}")
+        if num_heads % num_kv_heads:
+            raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
+        self.feature = FEATURE_MAPS.get(feature_map)
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.operator, self.chunk_size, self.impl = operator, chunk_size, impl
+        self.n_h, self.trick, self.state_nonlinearity = OPERATORS[operator]
+        self.beta_mode, self.bidirectional, self.tptt_compat = beta_mode, bidirectional, tptt_compat
+        self.mag_weight = float(mag_weight)
+        self.output_scale = output_scale
+
+    def extra_repr(self) -> str:
+        return (f"operator={self.operator}, heads={self.num_heads}/{self.num_kv_heads}, head_dim={self.head_dim}, "
+                f"chunk_size={self.chunk_size}, beta={self.beta_mode}, bidirectional={self.bidirectional}")
+
+    def mix(self, o_base: torch.Tensor, o_memory: torch.Tensor | None) -> torch.Tensor:
+        """Memory-as-gate: (1 - mu) * o_base + mu * o_memory; exactly o_base when mu == 0."""
+        mu = self.mag_weight
+        if mu == 0 or o_memory is None:
+            return o_base
+        return (1 - mu) * o_base + mu * o_memory.to(o_base.dtype)
+
+    # ------------------------------------------------------------------------------------ features
+    def _features(self, q_raw, k_raw, v_raw, mask_BT):
+        """Raw projections [B, T, *] -> q [B,T,H,D], k [B,T,H,N,D], v [B,T,H,N,D], beta [B,T,H,N]."""
+        b, t = q_raw.shape[:2]
+        q = q_raw.view(b, t, self.num_heads, self.head_dim)
+        k = k_raw.view(b, t, self.num_kv_heads, self.head_dim)
+        v = v_raw.view(b, t, self.num_kv_heads, -1)
+        if self.beta_mode == "constant":
+            beta = k.new_full((b, t, self.num_kv_heads), 0.5)
+        elif self.beta_mode == "head":
+            beta = torch.sigmoid(causal_avg3(k).mean(-1))
+        else:  # per-channel gates averaged to the one scalar per head an exact delta rule can take
+            beta = torch.sigmoid(causal_avg3(k)).mean(-1)
+        q, k = self.feature(q), self.feature(k)
+        if mask_BT is not None:  # padding writes nothing, and lagged virtual tokens see zeros there
+            keep = mask_BT.to(v.dtype)
+            k, v = k * keep[:, :, None, None], v * keep[:, :, None, None]
+            beta = beta * keep[:, :, None]
+        groups = self.num_heads // self.num_kv_heads
+        if groups > 1:
+            k, v, beta = (z.repeat_interleave(groups, dim=2) for z in (k, v, beta))
+        if self.n_h == 1:
+            return q, k.unsqueeze(3), v.unsqueeze(3), beta.unsqueeze(3)
+        if self.tptt_compat:
+            kv_q = tptt_compat_tokens(q, self.trick)
+            q_read = kv_q[:, :, :, -1]  # TPTT reads out at its last virtual token
+            return q_read, tptt_compat_tokens(k, self.trick), tptt_compat_tokens(v, self.trick), \
+                beta.unsqueeze(3).expand(-1, -1, -1, 2)
+        # beta is repeated, not differenced: a finite difference of beta can be negative, which would make the
+        # householder factor expansive (eigenvalue 1 + |beta|) and the state blow up.
+        k_v, v_v = virtual_tokens(k, self.n_h, self.trick), virtual_tokens(v, self.n_h, self.trick)
+        return q, k_v, v_v, beta.unsqueeze(3).expand(-1, -1, -1, self.n_h)
+
+    # ----------------------------------------------------------------------------------- recurrence
+    def _op(self, q, k, v, beta, initial_state, final: bool):
+        opts = dict(initial_state=initial_state, output_final_state=final, impl=self.impl,
+                    state_nonlinearity=self.state_nonlinearity, chunk_size=self.chunk_size)
+        if self.n_h == 1:
+            return delta_rule(q, k[:, :, :, 0], v[:, :, :, 0], beta[..., 0], **opts)
+        return delta_product(q, k, v, beta, **opts)
+
+    def _run(self, rows, state: MemoryState | None, return_state: bool):
+        """Outputs of ``rows`` (all new tokens) starting from ``state``; the next state when asked."""
+        if self.bidirectional:
+            o_fwd, _ = self._op(*rows, None, False)
+            o_bwd, _ = self._op(*(z.flip(1) for z in rows), None, False)
+            return (o_fwd + o_bwd.flip(1)) / 2, None
+        if not return_state:
+            return self._op(*rows, None, False)[0], None
+        n_new = rows[0].shape[1]
+        if state is not None and state.pending is not None:
+            rows = tuple(torch.cat([p, r], dim=1) for p, r in zip(state.pending, rows, strict=True))
+        start = state.state if state is not None else None
+        total = rows[0].shape[1]
+        # With a state non-linearity the map sits at chunk boundaries counted from the first token, so the
+        # state is advanced only over whole chunks and the rest is kept as pending rows (exact decoding).
+        done = (total // self.chunk_size) * self.chunk_size if self.state_nonlinearity else total
+        outs = []
+        if done:
+            o, start = self._op(*(z[:, :done] for z in rows), start, True)
+            outs.append(o)
+        if done < total:
+            outs.append(self._op(*(z[:, done:] for z in rows), start, False)[0])
+        pending = tuple(z[:, done:].detach() for z in rows) if self.state_nonlinearity else None
+        o = torch.cat(outs, dim=1)[:, total - n_new :]
+        return o, MemoryState(start.detach() if start is not None else None, pending, ())
+
+    def forward(
+        self,
+        q_raw: torch.Tensor,
+        k_raw: torch.Tensor,
+        v_raw: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        state: MemoryState | None = None,
+        return_state: bool = False,
+        attention_rms: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, MemoryState | None]:
+        """Memory output before the output projection.
+
+        Args:
+            q_raw: raw query projection [B, T, H * D] (before RoPE/norms of the base attention).
+            k_raw: raw key projection [B, T, G * D].
+            v_raw: raw value projection [B, T, G * Dv].
+            padding_mask: [B, T], 1 for real tokens, 0 for padding; None when nothing is padded.
+            state: decoding state returned by the previous call (None for a fresh sequence).
+            return_state: return the state to continue from (decoding); causal mode only.
+            attention_rms: [B, T, 1] RMS of the base attention's output before its output projection; with
+                ``output_scale="attention"`` the normalised memory output is scaled to it per token.
+
+        Returns:
+            ``(o, state)``: o [B, T, H * Dv] RMS-normalised (no weight; then scaled to ``attention_rms`` when
+            given and ``output_scale="attention"``) in the input dtype; the new state or None.
+        """
+        if self.bidirectional and (state is not None or return_state):
+            raise ValueError("a bidirectional memory sees the whole sequence; it cannot decode incrementally")
+        t_new = q_raw.shape[1]
+        mask = padding_mask if padding_mask is not None else q_raw.new_ones(q_raw.shape[:2])
+        raw = (q_raw, k_raw, v_raw, mask)
+        if state is not None and state.history:
+            raw = tuple(torch.cat([h, r], dim=1) for h, r in zip(state.history, raw, strict=True))
+        feats = self._features(*raw[:3], raw[3] if padding_mask is not None or state is not None else None)
+        rows = tuple(z[:, -t_new:] for z in feats)
+        o_BTHD, new_state = self._run(rows, state, return_state)
+        if new_state is not None:
+            new_state.history = tuple(z[:, -HISTORY:].detach() for z in raw)
+        o = o_BTHD.reshape(*o_BTHD.shape[:2], -1)
+        o = F.rms_norm(o.float(), (o.shape[-1],), eps=1e-6)
+        if self.output_scale == "attention" and attention_rms is not None:
+            o = o * attention_rms.float()
+        return o.to(q_raw.dtype), new_state
