@@ -150,3 +150,15 @@ def test_unreachable_tokenizer_gives_one_clear_line(monkeypatch):
     load_tokenizer.cache_clear()
     with pytest.raises(ArchlabError, match="tokenizer 'no-such-org/no-such-tok' could not be loaded.*offline"):
         load_tokenizer("no-such-org/no-such-tok")
+
+
+def test_pretokenized_rows_are_used_as_they_are(tmp_path):
+    rows = [{"input_ids": list(range(i, i + 16)), "attention_mask": [1] * 16} for i in range(30)]
+    path = tmp_path / "grouped.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = build_data(DataConfig(source=str(path), tokenizer="bytes", block_size=16, validation_samples=3),
+                      use_cache=False)
+    assert len(data.train) == 27 and len(data.validation) == 3
+    assert all(len(x) == 16 for x in data.train.input_ids)
+    firsts = sorted(int(x[0]) for x in [*data.train.input_ids, *data.validation.input_ids])
+    assert firsts == list(range(30))

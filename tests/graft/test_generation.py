@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.graft.conftest import FAMILIES, tiny_model, tokens
 from transformers import DynamicCache
 
 from archlab.graft import GraftConfig, apply_graft
-from tests.graft.conftest import FAMILIES, tiny_model, tokens
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.graft.conftest import FAMILIES, set_mag_weight, tiny_model, tokens
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from archlab.errors import ArchlabError
 from archlab.graft import GraftConfig, apply_graft, find_attention_modules
 from archlab.train.schedules import set_model_attribute
-from tests.graft.conftest import FAMILIES, set_mag_weight, tiny_model, tokens
 
 LAYOUTS = {"phi3": "qkv_proj/o_proj", "gpt2": "c_attn/c_proj"}
 

@@ -125,3 +125,12 @@ def test_bad_options_raise():
         MemoryBranch(H, G, D, operator="delta_rul")
     with pytest.raises(ValueError, match="multiple of num_kv_heads"):
         MemoryBranch(4, 3, D)
+
+
+def test_output_is_scaled_to_the_attention_rms_unless_unit():
+    q, k, v = _raw()
+    target = torch.rand(B, T, 1) + 0.1
+    scaled, _ = MemoryBranch(H, G, D)(q, k, v, attention_rms=target)
+    assert torch.allclose(scaled.pow(2).mean(-1, keepdim=True).sqrt(), target, atol=1e-3)
+    unit, _ = MemoryBranch(H, G, D, output_scale="unit")(q, k, v, attention_rms=target)
+    assert torch.allclose(unit.pow(2).mean(-1), torch.ones(B, T), atol=1e-3)

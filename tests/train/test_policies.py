@@ -167,3 +167,9 @@ def test_muon_hybrid_routes_hidden_matrices_to_muon_and_the_rest_to_adamw(tmp_pa
     losses = [json.loads(x)["loss"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     first = losses[0]
     assert losses[-1] < first - 0.3  # it learns (warmup once froze the Muon learning rate at 0)
+
+
+def test_missing_tracker_package_is_one_clear_error(tmp_path, corpus_dir):
+    model, data, cfg = _setup(corpus_dir, report_to=["tensorbord"])
+    with pytest.raises(ArchlabError, match="unknown tracker 'tensorbord'"):
+        Trainer(model, data, cfg, tmp_path)

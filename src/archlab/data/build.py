@@ -117,6 +117,8 @@ def _tokenize(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, 
     if "train" not in records or not records["train"]:
         raise ArchlabError(f"data source '{cfg.source}' has no 'train' split (splits: {sorted(records)})")
     fmt = cfg.format if cfg.format != "auto" else detect_format(records["train"][0], cfg.text_field)
+    if fmt == "tokenized":
+        return _pretokenized(records, cfg)
     pairs = {
         split: [to_prompt_completion(r, fmt, cfg.text_field, cfg.template) for r in recs]
         for split, recs in records.items()
@@ -134,6 +136,19 @@ def _tokenize(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, 
     out["test_prompts"] = [{"prompt": p, "reference": c} for p, c in test_pairs[:8] if p] or [
         {"prompt": c[:200], "reference": c[200:400]} for _, c in test_pairs[:2]
     ]
+    return out
+
+
+def _pretokenized(records: dict[str, list], cfg: DataConfig) -> dict[str, Any]:
+    """Rows that already hold input_ids (seed 001's tokenized-grouped WikiText): used as they are."""
+    rows = {name: [torch.tensor(r["input_ids"], dtype=torch.long) for r in recs] for name, recs in records.items()}
+    rows["train"] = _subsample(rows["train"], cfg)
+    _carve_document_splits(rows, cfg)
+    out: dict[str, Any] = {}
+    for name in ("train", "validation", "test"):
+        ids = [x[: cfg.block_size if cfg.packing == "group" else cfg.max_length] for x in rows.get(name, [])]
+        out[name] = (ids, ids)
+    out["test_prompts"] = []
     return out
 
 

@@ -16,9 +16,10 @@ class DataConfig(Config):
         "(.txt, .json, .jsonl, .parquet)",
     )
     name: str | None = Field(None, description="dataset configuration name for hub datasets (e.g. wikitext-103-raw-v1)")
-    format: Literal["auto", "text", "alpaca", "dolly"] = Field(
-        "auto", description="record format: plain text, alpaca (instruction/input/output) or dolly "
-        "(instruction/context/response); auto detects from the fields"
+    format: Literal["auto", "text", "alpaca", "dolly", "tokenized"] = Field(
+        "auto", description="record format: plain text, alpaca (instruction/input/output), dolly "
+        "(instruction/context/response) or tokenized (input_ids, e.g. a tokenized-grouped hub dataset); auto "
+        "detects from the fields"
     )
     text_field: str = Field("text", description="field holding the text of 'text' records")
     template: Literal["plain", "alpaca"] = Field(

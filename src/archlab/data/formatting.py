@@ -11,6 +11,8 @@ DOLLY_KEYS = ("instruction", "context", "response")
 
 
 def detect_format(record: dict[str, Any], text_field: str) -> str:
+    if "input_ids" in record:
+        return "tokenized"
     if all(k in record for k in ("instruction", "output")):
         return "alpaca"
     if all(k in record for k in ("instruction", "response")):
@@ -19,7 +21,7 @@ def detect_format(record: dict[str, Any], text_field: str) -> str:
         return "text"
     raise ArchlabError(
         f"cannot tell the record format from its fields {sorted(record)}; set data.format "
-        f"(text needs data.text_field, alpaca needs instruction/input/output, dolly instruction/context/response)"
+        f"(tokenized needs input_ids, text needs data.text_field, alpaca needs instruction/input/output, dolly instruction/context/response)"
     )
 
 

@@ -239,3 +239,70 @@ def token_nlls(model: nn.Module, ids: list[int], window: int, stride: int | None
             target = rows[r, first - b : e - b].to(device)
             out[first - 1 : e - 1] = F.cross_entropy(pred, target, reduction="none").cpu()
     return out
+
+
+def _accepts_padding(model: nn.Module) -> bool:
+    accepted = _forward_kwargs(type(model))
+    return {"attention_mask", "position_ids"} <= accepted
+
+
+def score_contexts_batched(model: nn.Module, groups: list[tuple[list[int], list[list[int]]]],
+                           ) -> list[list[Scored]] | None:
+    """Several (context, continuations) groups in two forward passes; None when the model cannot.
+
+    Pass 1 runs the contexts left-padded (attention mask and explicit positions) and keeps each one's
+    last logits and the cache; pass 2 selects each context's cache rows once per continuation and runs
+    the continuations right-padded. The caller checks the result against ``PrefixState`` once, because a
+    model may accept a mask and still not honour it (a recurrent mixer that reads padding).
+    """
+    if not _accepts_padding(model) or not groups:
+        return None
+    device = device_of(model)
+    width = max(len(c) for c, _ in groups)
+    ids = torch.zeros(len(groups), width, dtype=torch.long)
+    mask = torch.zeros(len(groups), width, dtype=torch.long)
+    for r, (ctx, _) in enumerate(groups):
+        ids[r, width - len(ctx):], mask[r, width - len(ctx):] = torch.tensor(ctx), 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                    use_cache=True, **({"logits_to_keep": 1} if "logits_to_keep" in _forward_kwargs(type(model))
+                                       else {}))
+    cache = getattr(out, "cache", None) if "cache" in out else getattr(out, "past_key_values", None)
+    first = F.log_softmax(out.logits[:, -1].float(), -1)
+    rows = [(g, k, cont) for g, (_, conts) in enumerate(groups)
+            for k, cont in enumerate(c for c in conts if len(c) > 1)]
+    later: dict[tuple[int, int], torch.Tensor] = {}
+    if rows and (cache is None or not hasattr(cache, "batch_select_indices")):
+        return None
+    rows.sort(key=lambda r: len(r[2]))  # similar lengths together: little padding in pass 2
+    per_pass = max(1, 4 * len(groups))
+    for start in range(0, len(rows), per_pass):
+        part = rows[start : start + per_pass]
+        part_cache = cache if start + per_pass >= len(rows) else copy.deepcopy(cache)
+        index = torch.tensor([g for g, _, _ in part])
+        part_cache.batch_select_indices(index.to(device))
+        span = max(len(cont) for _, _, cont in part) - 1
+        cont_ids = torch.zeros(len(part), span, dtype=torch.long)
+        for r, (_, _, cont) in enumerate(part):
+            cont_ids[r, : len(cont) - 1] = torch.tensor(cont[:-1])
+        cont_mask = torch.cat([mask[index], torch.ones(len(part), span, dtype=torch.long)], 1)
+        cont_pos = mask[index].sum(-1, keepdim=True) + torch.arange(span)
+        kwargs = {"cache" if "cache" in _forward_kwargs(type(model)) else "past_key_values": part_cache}
+        with torch.no_grad():
+            logits = model(input_ids=cont_ids.to(device), attention_mask=cont_mask.to(device),
+                           position_ids=cont_pos.to(device), use_cache=True, **kwargs).logits
+        logprobs = F.log_softmax(logits.float(), -1)
+        for r, (g, k, _) in enumerate(part):
+            later[(g, k)] = logprobs[r]
+    out_scores = []
+    for g, (_, conts) in enumerate(groups):
+        scored, k = [], 0
+        for cont in conts:
+            if len(cont) == 1:
+                scored.append(_gather(first[g][None], cont))
+            else:
+                scored.append(_gather(torch.cat([first[g][None], later[(g, k)][: len(cont) - 1]]), cont))
+                k += 1
+        out_scores.append(scored)
+    return out_scores

@@ -18,7 +18,8 @@ from pydantic import Field
 
 from archlab.config import Config
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.loglik import PrefixState, Scored, encode_pair, model_max_length, score_full
+from archlab.evals.loglik import (PrefixState, Scored, encode_pair, model_max_length, score_contexts_batched,
+                                  score_full)
 from archlab.evals.mc_tasks import MCDoc, MCTask, load_task
 from archlab.evals.memorize import memorized, require_memorize
 from archlab.evals.stats import wilson_interval
@@ -34,7 +35,7 @@ class MCParams(Config):
                                                "full: one row per choice, as lm-eval's HFLM")
     max_length: int | None = Field(None, ge=2, description="context window; default the model's "
                                    "max_position_embeddings (else 2048), left-truncating like lm-eval")
-    batch_size: int = Field(32, ge=1, description="rows per forward pass for scoring: full")
+    batch_size: int = Field(32, ge=1, description="questions per forward pass (cached) or rows (full)")
     memorize: bool = Field(False, description="also score after model.memorize(context) (context tokens only)")
     cloze_items: int = Field(200, ge=1, description="cloze: questions generated")
     cloze_choices: int = Field(4, ge=2, description="cloze: sentences to choose from")
@@ -53,23 +54,49 @@ def score_docs(ctx: EvalContext, docs: list[MCDoc], params: MCParams, memorize: 
         flat = [pair for doc in encoded for pair in doc]
         scores = iter(score_full(ctx.model, flat, max_length, params.batch_size))
         return [[next(scores) for _ in doc] for doc in encoded]
-    out = []
-    for pairs in encoded:
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)  # requests sharing a context
+    groups = []  # (doc index, request indices, shared context ids)
+    for d, pairs in enumerate(encoded):
+        by_context: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, (c, _) in enumerate(pairs):
-            groups[tuple(c)].append(i)
-        scored: list[Scored | None] = [None] * len(pairs)
-        for context, members in groups.items():
-            conts = [pairs[i][1] for i in members]
-            with memorized(ctx.model, list(context) if memorize else None):
-                if len(context) + max(map(len, conts)) - 1 > max_length or params.scoring == "full":
-                    results = score_full(ctx.model, [pairs[i] for i in members], max_length, params.batch_size)
-                else:
-                    results = PrefixState(ctx.model, list(context)).score(conts)
+            by_context[tuple(c)].append(i)
+        groups += [(d, members, list(c)) for c, members in by_context.items()]
+    out: list[list[Scored | None]] = [[None] * len(pairs) for pairs in encoded]
+    pending = []
+    for d, members, context in groups:
+        conts = [encoded[d][i][1] for i in members]
+        if memorize or len(context) + max(map(len, conts)) - 1 > max_length:
+            with memorized(ctx.model, context if memorize else None):
+                too_long = len(context) + max(map(len, conts)) - 1 > max_length
+                results = (score_full(ctx.model, [encoded[d][i] for i in members], max_length, params.batch_size)
+                           if too_long else PrefixState(ctx.model, context).score(conts))
             for i, r in zip(members, results, strict=True):
-                scored[i] = r
-        out.append(scored)
-    return out
+                out[d][i] = r
+        else:
+            pending.append((d, members, context, conts))
+    _score_batched(ctx, pending, out, params.batch_size)
+    return out  # type: ignore[return-value]
+
+
+def _score_batched(ctx: EvalContext, pending: list, out: list, batch_size: int) -> None:
+    """Questions ``batch_size`` at a time (contexts of similar length together); the first batch is
+    checked against one-at-a-time scoring, and a model that fails the check is scored one at a time."""
+    pending = sorted(pending, key=lambda g: len(g[2]))
+    batched_ok = None
+    for start in range(0, len(pending), batch_size):
+        chunk = pending[start : start + batch_size]
+        results = None
+        if batched_ok is not False:
+            results = score_contexts_batched(ctx.model, [(c, conts) for _, _, c, conts in chunk])
+            if batched_ok is None and results is not None:
+                reference = PrefixState(ctx.model, chunk[-1][2]).score(chunk[-1][3])
+                batched_ok = all(abs(a.ll - b.ll) < 1e-3 for a, b in zip(results[-1], reference, strict=True))
+                results = results if batched_ok else None
+        if results is None:
+            batched_ok = False
+            results = [PrefixState(ctx.model, c).score(conts) for _, _, c, conts in chunk]
+        for (d, members, _, _), scored in zip(chunk, results, strict=True):
+            for i, r in zip(members, scored, strict=True):
+                out[d][i] = r
 
 
 def doc_metrics(task: MCTask, doc: MCDoc, scores: list[Scored]) -> dict[str, float | int]:

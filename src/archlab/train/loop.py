@@ -75,6 +75,7 @@ class Trainer:
         self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
         self.callbacks = list(callbacks)
         mixed = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "no"
+        _check_trackers(cfg.report_to)
         self.accelerator = accelerator or Accelerator(
             mixed_precision=mixed, log_with=cfg.report_to or None, project_dir=str(self.run_dir)
         )
@@ -105,6 +106,12 @@ class Trainer:
         self.scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
                                        num_training_steps=total)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if cfg.report_to:
+            self.accelerator.init_trackers(
+                self.run_dir.parent.name or "archlab",
+                config={k: v for k, v in cfg.to_dict().items() if isinstance(v, int | float | str | bool)},
+                init_kwargs={"wandb": {"name": self.run_dir.name}},
+            )
 
     # ----------------------------------------------------------------------------------------- state
     def _trainer_state(self) -> dict[str, Any]:
@@ -319,6 +326,21 @@ def _apply_trainable(model: nn.Module, patterns: list[str] | None) -> None:
         matched += keep
     if not matched:
         raise ArchlabError(f"train.trainable {patterns} matches no parameter name (example: '*.q_proj.*')")
+
+
+TRACKER_MODULES = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow", "comet_ml": "comet_ml",
+                   "aim": "aim", "clearml": "clearml", "dvclive": "dvclive"}
+
+
+def _check_trackers(names: list[str]) -> None:
+    import importlib.util
+
+    for name in names:
+        module = TRACKER_MODULES.get(name)
+        if module is None:
+            raise ArchlabError(f"train.report_to: unknown tracker '{name}'; use one of {sorted(TRACKER_MODULES)}")
+        if importlib.util.find_spec(module) is None:
+            raise ArchlabError(f"train.report_to lists '{name}' but it is not installed: pip install {module}")
 
 
 def _grad_norm(model: nn.Module) -> float:
