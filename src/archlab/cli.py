@@ -47,10 +47,14 @@ def run(
     profile: ProfileOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     only: Annotated[str | None, typer.Option(help="run only the ids containing this text")] = None,
+    executor: Annotated[str, typer.Option(help="local (sequential, this process) or ray (one task per run)")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one)")] = None,
+    cpus_per_run: Annotated[float, typer.Option(help="ray: CPUs requested per run")] = 1,
+    gpus_per_run: Annotated[float, typer.Option(help="ray: GPUs requested per run")] = 0,
 ) -> None:
     """Train and evaluate every run of a plan (skipping done ones, resuming unfinished), then report."""
     from archlab.plan import RunStore
-    from archlab.plan.executor import run_local
+    from archlab.plan.executor import run_local, run_ray
     from archlab.report import write_report
 
     plan, specs = _load(plan_path, profile, overrides)
@@ -59,7 +63,12 @@ def run(
     if not chosen:
         raise ArchlabError(f"--only '{only}' matches none of the {len(specs)} run ids (see archlab plan {plan_path})")
     console.print(f"[bold]{plan.name}[/bold]: {len(chosen)} run(s) -> {store.root}")
-    outcomes = run_local(chosen, store, console)
+    if executor == "local":
+        outcomes = run_local(chosen, store, console)
+    elif executor == "ray":
+        outcomes = run_ray(chosen, store, console, address=ray_address, num_cpus=cpus_per_run, num_gpus=gpus_per_run)
+    else:
+        raise ArchlabError(f"unknown executor '{executor}'; use local or ray")
     report_path = write_report(plan, specs, store, profile or plan.default_profile, console)
     console.print(f"report: {report_path}")
     bad = [o for o in outcomes if o.status in ("failed", "diverged")]

@@ -6,6 +6,7 @@ import json
 import time
 
 import numpy as np
+import torch.nn.functional as F
 import pytest
 
 from archlab.errors import ArchlabError
@@ -117,3 +118,22 @@ def test_named_hub_task_offline_fails_with_one_line(monkeypatch):
         load_task("piqa", limit=4, num_fewshot=0, delimiter=" ", seed=0, cloze=CLOZE)
     assert "\n" not in str(err.value) and "piqa" in str(err.value)
     assert time.perf_counter() - start < 30
+
+
+class PaddingBlind(MemorizingFake):
+    """Accepts a mask and positions but lets padding change its logits (a recurrent mixer could)."""
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=None, **kwargs):
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        counts = F.one_hot(input_ids, self.vocab).float().cumsum(1)
+        return CausalLMOutputWithPast(logits=counts)
+
+
+def test_models_that_read_padding_are_scored_one_question_at_a_time(byte_tok, make_ctx, tmp_path):
+    records = [{"context": "x" * n, "choices": ["a", "b", "x"], "gold": 2} for n in (1, 5, 9)]
+    data, _ = _write_task(tmp_path, records)
+    ctx = make_ctx(PaddingBlind(len(byte_tok)), byte_tok)
+    cached = multiple_choice(ctx, MCParams(task=str(data), target_delimiter=""))
+    full = multiple_choice(ctx, MCParams(task=str(data), target_delimiter="", scoring="full"))
+    assert [i["lls"] for i in cached.items] == [i["lls"] for i in full.items]

@@ -135,3 +135,17 @@ def test_chunk_size_follows_the_seed_rule():
     assert GraftConfig(operator="delta_rule").resolved_chunk_size == 64
     assert GraftConfig(operator="delta_product_rotation").resolved_chunk_size == 32
     assert GraftConfig(operator="delta_product", chunk_size=16).resolved_chunk_size == 16
+
+
+def test_gradient_checkpointing_recomputes_with_the_same_padding_mask():
+    ids = tokens()
+    mask = torch.ones_like(ids)
+    mask[0, 13:] = 0
+    grads = []
+    for checkpointing in (False, True):
+        model = apply_graft(tiny_model("llama"), GraftConfig(lora=False, chunk_size=4)).train()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        model(ids, attention_mask=mask, labels=ids).loss.backward()
+        grads.append(model.model.layers[0].self_attn.k_proj.weight.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)

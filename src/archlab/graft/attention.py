@@ -37,10 +37,10 @@ class GraftContext:
         self.attention_mask: torch.Tensor | None = None
         self._states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def padding_mask(self, t_new: int) -> torch.Tensor | None:
-        """[B, t_new] mask of the newest tokens, or None when nothing is padded."""
+    def padding_mask(self, batch: int, t_new: int) -> torch.Tensor | None:
+        """[B, t_new] mask of the newest tokens, or None when nothing is padded (or the shapes do not fit)."""
         mask = self.attention_mask
-        if mask is None or mask.shape[1] < t_new:
+        if mask is None or mask.shape[0] != batch or mask.shape[1] < t_new:
             return None
         mask = mask[:, -t_new:]
         return None if bool(mask.all()) else mask
@@ -62,11 +62,9 @@ class GraftContext:
                 mask = args[position]
             self.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.ndim == 2 else None
 
-        def forget(module, args, kwargs, output):
-            self.attention_mask = None
-
+        # Kept after the call on purpose: gradient checkpointing re-runs the layers during backward, after the
+        # top-level forward has returned, and the recomputation must see the same mask.
         model.register_forward_pre_hook(remember, with_kwargs=True)
-        model.register_forward_hook(forget, with_kwargs=True, always_call=True)
 
 
 class GraftedAttentionMixin:
@@ -100,7 +98,7 @@ class GraftedAttentionMixin:
         rms = attended.float().pow(2).mean(-1, keepdim=True).sqrt() if attended is not None else None
         context = self.archlab_context
         state = context.state(cache, self.archlab_slot) if decoding else None
-        o_memory, new_state = memory(q, k, v, context.padding_mask(q.shape[1]), state, return_state=decoding,
+        o_memory, new_state = memory(q, k, v, context.padding_mask(*q.shape[:2]), state, return_state=decoding,
                                      attention_rms=rms)
         if decoding:
             context.store(cache, self.archlab_slot, new_state)
