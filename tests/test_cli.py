@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 from rich.console import Console
+from tests.conftest import TINY_MODEL
 
 import archlab.cli
 from archlab.cli import main
-from tests.conftest import TINY_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -57,3 +57,16 @@ def test_run_config_round_trips_through_yaml():
     cfg = RunConfig.parse({"train": {"max_steps": 5, "schedules": {"mag_weight": {"type": "constant", "value": 0.5}}}})
     again = RunConfig.parse(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
     assert again == cfg
+
+
+def test_ratio_interval_matches_a_normal_mean_interval_for_equal_denominators():
+    import math
+
+    from archlab.evals.stats import ratio_interval, wilson_interval
+
+    values = [1.0, 2.0, 3.0, 4.0]
+    lo, hi = ratio_interval(values, [1.0] * 4)
+    sd = math.sqrt(sum((v - 2.5) ** 2 for v in values) / 3)
+    assert math.isclose(hi - 2.5, 1.959963984540054 * sd / 2, rel_tol=1e-12) and math.isclose(lo + hi, 5.0)
+    lo, hi = wilson_interval(8, 10)
+    assert math.isclose(lo, 0.4901625, rel_tol=1e-5) and math.isclose(hi, 0.9433178, rel_tol=1e-5)

@@ -116,7 +116,7 @@ def train(
 ) -> None:
     """Train and evaluate one run from a run config file."""
     from archlab.config import config_hash, deep_merge, load_yaml, parse_overrides
-    from archlab.plan import RunConfig, RunStore, RunSpec
+    from archlab.plan import RunConfig, RunSpec, RunStore
     from archlab.plan.executor import run_local
 
     data = deep_merge(load_yaml(config_path), parse_overrides(overrides or []))

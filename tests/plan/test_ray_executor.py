@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.conftest import tiny_run_config
 
 from archlab.plan import PlanConfig, RunStore, expand
 from archlab.plan.executor import run_local, run_ray
-from tests.conftest import tiny_run_config
 
 ray = pytest.importorskip("ray")
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from tests.conftest import TINY_MODEL, tiny_run_config
 from torch import nn
 
 from archlab.data import DataConfig, build_data
@@ -15,7 +16,6 @@ from archlab.plan import RunConfig, RunDir
 from archlab.plan.runner import run_one
 from archlab.train import Callback, Diverged, ScheduleSpec, TrainConfig, Trainer
 from archlab.train.schedules import build_schedule
-from tests.conftest import TINY_MODEL, tiny_run_config
 
 
 def _setup(corpus_dir, **train):

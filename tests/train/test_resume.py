@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.conftest import tiny_run_config
 
 from archlab.plan import RunConfig, RunDir
 from archlab.plan.runner import run_one
 from archlab.train import Callback
-from tests.conftest import tiny_run_config
 
 DRIVER = """
 import json, os, signal, sys
@@ -39,6 +39,14 @@ def _drive(config: dict, folder: Path, kill_at: int) -> subprocess.CompletedProc
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     return subprocess.run([sys.executable, "-c", DRIVER, json.dumps(config), str(folder), str(kill_at)],
                           capture_output=True, text=True, env=env, timeout=300)
+
+
+class StopAt5(Callback):
+    """Ctrl-C after the fifth optimizer step."""
+
+    def on_step_end(self, trainer):
+        if trainer.state.step == 5:
+            raise KeyboardInterrupt
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -71,11 +79,6 @@ def test_a_corrupt_only_checkpoint_is_ignored_and_the_run_restarts_cleanly(tmp_p
     reference = RunDir(tmp_path / "reference")
     assert run_one(config, reference).status == "done"
 
-    class StopAt5(Callback):
-        def on_step_end(self, trainer):
-            if trainer.state.step == 5:
-                raise KeyboardInterrupt
-
     run = RunDir(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
         run_one(config, run, [StopAt5()])
@@ -100,11 +103,6 @@ def test_resume_uses_the_newest_valid_checkpoint(tmp_path, corpus_dir):
     config = RunConfig.parse(tiny_run_config(corpus_dir, max_steps=6, save_steps=2, save_total_limit=3))
     reference = RunDir(tmp_path / "reference")
     run_one(config, reference)
-
-    class StopAt5(Callback):
-        def on_step_end(self, trainer):
-            if trainer.state.step == 5:
-                raise KeyboardInterrupt
 
     run = RunDir(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field
@@ -9,7 +10,7 @@ from pydantic import Field
 from archlab.config import Config
 from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.stats import wilson_interval
+from archlab.evals.stats import ratio_interval, wilson_interval
 from archlab.models.scoring import LossTotals, score_batch
 
 
@@ -39,7 +40,19 @@ def heldout_loss(ctx: EvalContext, params: LossParams) -> EvalResult:
             "accuracy": totals.accuracy,
         },
         n=totals.tokens,
-        ci95={"accuracy": wilson_interval(totals.correct, totals.tokens)},
+        ci95=_intervals(totals),
         headline="loss",
-        details={"split": params.split, "examples": n, "bytes": totals.bytes},
+        details={"split": params.split, "examples": n, "bytes": totals.bytes, "interval_unit": "example"},
     )
+
+
+def _intervals(totals: LossTotals) -> dict[str, tuple[float, float]]:
+    nll = [r[0] for r in totals.rows]
+    out = {
+        "accuracy": wilson_interval(totals.correct, totals.tokens),
+        "loss": ratio_interval(nll, [r[1] for r in totals.rows]),
+    }
+    if totals.bytes:
+        lo, hi = ratio_interval(nll, [r[2] for r in totals.rows])
+        out["bits_per_byte"] = (lo / math.log(2), hi / math.log(2))
+    return out

@@ -6,7 +6,7 @@ Shared by the trainer's periodic validation and the loss evals, so both report t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -19,12 +19,14 @@ class LossTotals:
     tokens: int = 0
     correct: int = 0  # next-token top-1 hits
     bytes: int = 0  # UTF-8 bytes of the scored tokens (0 when unknown)
+    rows: list[tuple[float, int, int]] = field(default_factory=list)  # per example: (nll, tokens, bytes)
 
     def add(self, other: LossTotals) -> None:
         self.nll += other.nll
         self.tokens += other.tokens
         self.correct += other.correct
         self.bytes += other.bytes
+        self.rows.extend(other.rows)
 
     @property
     def loss(self) -> float:
@@ -54,5 +56,8 @@ def score_batch(model: nn.Module, batch: dict, token_bytes: torch.Tensor | None 
     keep = labels != -100
     nll = F.cross_entropy(logits.flatten(0, 1), labels.flatten().clamp(min=0), reduction="none").view_as(labels)
     hits = (logits.argmax(-1) == labels) & keep
-    n_bytes = int(token_bytes.to(device)[labels.clamp(min=0)][keep].sum()) if token_bytes is not None else 0
-    return LossTotals(nll=float(nll[keep].sum()), tokens=int(keep.sum()), correct=int(hits.sum()), bytes=n_bytes)
+    row_bytes = (token_bytes.to(device)[labels.clamp(min=0)] * keep).sum(1) if token_bytes is not None else keep.sum(1) * 0
+    row_nll, row_tokens = (nll * keep).sum(1), keep.sum(1)
+    rows = list(zip(row_nll.tolist(), row_tokens.tolist(), row_bytes.tolist(), strict=True))
+    return LossTotals(nll=float(row_nll.sum()), tokens=int(row_tokens.sum()), correct=int(hits.sum()),
+                      bytes=int(row_bytes.sum()), rows=rows)

@@ -45,7 +45,13 @@ def headline_bars(rows: list[RunRow], metric: str, path: Path, title: str) -> Pa
     errs = None
     if all(ci is not None for _, _, ci in have):
         errs = [[v - ci[0] for _, v, ci in have], [ci[1] - v for _, v, ci in have]]
-    ax.bar(range(len(have)), values, yerr=errs, capsize=3, color="#4C72B0")
+    bars = ax.bar(range(len(have)), values, yerr=errs, capsize=3, color="#4C72B0")
+    ax.bar_label(bars, labels=[f"{v:.4g}" for v in values], fontsize=8, padding=2)
+    lows = [ci[0] if ci else v for _, v, ci in have]
+    highs = [ci[1] if ci else v for _, v, ci in have]
+    span = max(highs) - min(lows) or abs(max(highs)) or 1.0
+    # zoom on the differences: bars of nearly equal height are unreadable from zero
+    ax.set_ylim(max(0.0, min(lows) - 0.6 * span) if min(lows) >= 0 else min(lows) - 0.6 * span, max(highs) + 0.4 * span)
     ax.set_xticks(range(len(have)), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(metric)
     ax.set_title(title)

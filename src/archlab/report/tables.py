@@ -40,8 +40,15 @@ def delta_cell(row: RunRow, baseline: RunRow | None, metric: str, lower_is_bette
     return f"{sign}{a - b:.4g}" + (" ▲" if better and a != b else "")
 
 
+def column_names(metrics: list[str]) -> dict[str, str]:
+    """'loss.bits_per_byte' -> 'bits_per_byte' where the short name is unambiguous."""
+    short = [m.partition(".")[2] or m for m in metrics]
+    return {m: s if short.count(s) == 1 else m for m, s in zip(metrics, short, strict=True)}
+
+
 def section_table(plan: PlanConfig, rows: list[RunRow], baseline: RunRow | None) -> list[list[str]]:
-    header = ["Variant", "What changed", "Status", *plan.metrics, f"Δ {plan.headline} vs baseline"]
+    names = column_names([*plan.metrics, plan.headline])
+    header = ["Variant", "What changed", "Status", *[names[m] for m in plan.metrics], f"Δ {names[plan.headline]}"]
     body = [
         [
             row.spec.title,
