@@ -154,3 +154,13 @@ def test_ctrl_c_leaves_the_run_resumable(tmp_path, corpus_dir):
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "pending" and "interrupted at step" in status["message"]
     assert list((run / "checkpoints").glob("step-*"))
+
+
+def test_train_one_run_from_a_config_file_with_overrides(monkeypatch, capsys, tmp_path, corpus_dir):
+    out_dir = tmp_path / "one"
+    code, out = cli(monkeypatch, capsys, "train", str(ROOT / "configs/tiny.yaml"), "train.max_steps=3",
+                    f"data.source={corpus_dir}", "data.tokenizer=bytes", "data.block_size=32", "--out", str(out_dir))
+    assert code == 0, out
+    config = yaml.safe_load((out_dir / "config.yaml").read_text())
+    assert config["train"]["max_steps"] == 3 and config["model"]["config"]["mlp"] == "swiglu"
+    assert json.loads((out_dir / "status.json").read_text())["status"] == "done"

@@ -101,3 +101,15 @@ def test_every_shipped_plan_parses_and_expands():
         plan = load_plan(path)
         for profile in [None, *plan.profiles]:
             assert expand(plan, profile), path
+
+
+def test_every_shipped_run_config_parses():
+    from pathlib import Path
+
+    from archlab.config import load_yaml
+    from archlab.plan import RunConfig
+
+    configs = sorted(Path(__file__).resolve().parents[2].joinpath("configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        assert RunConfig.parse(load_yaml(path), where=str(path)).train.max_steps > 0

@@ -234,6 +234,12 @@ class Trainer:
                 grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
             else:
                 grad_norm = _grad_norm(self.model)
+        if math.isfinite(loss_sum) and not math.isfinite(grad_norm) and self.accelerator.scaler is not None:
+            # fp16 overflow: the loss scaler skips this update and lowers its scale; not a divergence
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self._warn(f"fp16 gradient overflow at step {self.state.step + 1}: update skipped, loss scale lowered")
+            return None, 0
         if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
             return self._non_finite(loss_sum)
