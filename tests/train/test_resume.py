@@ -114,3 +114,43 @@ def test_resume_uses_the_newest_valid_checkpoint(tmp_path, corpus_dir):
     assert any("resumed from step-0000002" in e for e in events)
     a, b = _weights(reference.path), _weights(run.path)
     assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_frozen_random_weights_are_checkpointed_and_eval_rebuilds_the_model(tmp_path, corpus_dir):
+    from safetensors import safe_open
+
+    from archlab.plan.runner import evaluate_run_dir
+
+    config = tiny_run_config(corpus_dir, max_steps=4, save_steps=2, trainable=["*.q_proj.*", "*.v_proj.*"])
+    config["model"] = {"hf_config": {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+                                     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}}
+    run = RunDir(tmp_path / "run")
+    assert run_one(RunConfig.parse(config), run).status == "done"
+    assert not (run.path / "model").exists()
+    [last] = sorted((run.path / "checkpoints").iterdir())[-1:]
+    with safe_open(last / "model.safetensors", "pt") as f:
+        names = set(f.keys())
+    assert any(".k_proj." in n for n in names)  # frozen but randomly initialised: must be kept
+    before = json.loads((run.path / "eval" / "loss.json").read_text())["metrics"]["loss"]
+    [again] = evaluate_run_dir(run.path, ["loss"])
+    assert again["metrics"]["loss"] == pytest.approx(before, rel=1e-6)
+
+
+def test_a_pretrained_base_is_not_copied_into_checkpoints(tmp_path, corpus_dir):
+    from safetensors import safe_open
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from archlab.plan.runner import evaluate_run_dir
+
+    base = tmp_path / "base"
+    LlamaForCausalLM(LlamaConfig(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(base)
+    config = tiny_run_config(corpus_dir, max_steps=4, save_steps=2, trainable=["*.q_proj.*"])
+    config["model"] = {"pretrained": str(base)}
+    run = RunDir(tmp_path / "run")
+    assert run_one(RunConfig.parse(config), run).status == "done"
+    [last] = sorted((run.path / "checkpoints").iterdir())[-1:]
+    with safe_open(last / "model.safetensors", "pt") as f:
+        assert all(".q_proj." in n for n in f.keys())
+    before = json.loads((run.path / "eval" / "loss.json").read_text())["metrics"]["loss"]
+    assert evaluate_run_dir(run.path, ["loss"])[0]["metrics"]["loss"] == pytest.approx(before, rel=1e-9)

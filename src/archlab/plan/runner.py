@@ -22,6 +22,7 @@ from archlab.models.spec import build_model
 from archlab.plan.schema import RunConfig
 from archlab.plan.store import RunDir, atomic_write, environment, try_lock
 from archlab.train import Callback, Diverged, Trainer
+from archlab.train.checkpoint import load_latest
 
 MODEL_DIR = "model"
 
@@ -56,11 +57,14 @@ def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Ou
         model = build_model(config.model, vocab_size=len(data.tokenizer))
         if config.graft is not None:
             model = apply_graft(model, config.graft)
-        trainer = Trainer(model, data, config.train, run.path, callbacks=callbacks)
+        # frozen weights of a pretrained base are re-read from its files, so checkpoints skip them
+        trainer = Trainer(model, data, config.train, run.path, callbacks=callbacks,
+                          checkpoint_frozen=config.model.pretrained is None)
         state = trainer.fit()
         model = trainer.unwrapped
-        model.save_pretrained(run.path / MODEL_DIR)
-        data.tokenizer.save_pretrained(run.path / MODEL_DIR)
+        if exports_model(config):
+            model.save_pretrained(run.path / MODEL_DIR)
+            data.tokenizer.save_pretrained(run.path / MODEL_DIR)
         ctx = EvalContext(model, data.tokenizer, data, run.path, seed=config.train.seed,
                           batch_size=config.train.per_device_eval_batch_size)
         for spec in config.eval:
@@ -85,19 +89,37 @@ def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Ou
     return Outcome(run.id, "done", state.stop_reason)
 
 
+def exports_model(config: RunConfig) -> bool:
+    """From-scratch models are exported with save_pretrained; a pretrained or grafted model is not copied
+    whole: its run keeps the trained tensors in checkpoints/ and is rebuilt from config.yaml."""
+    return config.model.pretrained is None and config.model.hf_config is None and config.graft is None
+
+
+def load_trained_model(run: RunDir, config: RunConfig, vocab_size: int):
+    if (run.path / MODEL_DIR).exists():
+        return AutoModelForCausalLM.from_pretrained(run.path / MODEL_DIR)
+    set_seed(config.train.seed)
+    model = build_model(config.model, vocab_size=vocab_size)
+    if config.graft is not None:
+        model = apply_graft(model, config.graft)
+    if load_latest(run.path / "checkpoints", model) is None:
+        raise ArchlabError(f"{run.path} has no checkpoint to evaluate (status: {run.status().get('status')})")
+    return model
+
+
 def evaluate_run_dir(run_dir: Path, names: list[str] | None = None) -> list[dict]:
     """Re-run evals on a finished run folder (its config.yaml and exported model)."""
     run = RunDir(run_dir)
     if not (run.path / "config.yaml").exists():
         raise ArchlabError(f"{run_dir} is not a run folder (no config.yaml); pass runs/<plan>/<run-id>")
-    if not (run.path / MODEL_DIR).exists():
-        raise ArchlabError(f"{run_dir} has no trained model yet (status: {run.status().get('status')}); run it first")
     config = RunConfig.parse(run.read_config(), where=str(run_dir / "config.yaml"))
     from archlab.evals import EvalSpec
 
-    specs = config.eval if not names else [EvalSpec.model_validate(n) for n in names]
+    configured = {spec.name: spec for spec in config.eval}
+    # an eval named on the command line keeps the parameters the run's config gives it
+    specs = config.eval if not names else [configured.get(n) or EvalSpec.model_validate(n) for n in names]
     data = build_data(config.data)
-    model = AutoModelForCausalLM.from_pretrained(run.path / MODEL_DIR)
+    model = load_trained_model(run, config, len(data.tokenizer))
     ctx = EvalContext(model, data.tokenizer, data, run.path, seed=config.train.seed,
                       batch_size=config.train.per_device_eval_batch_size)
     return [run_eval(spec, ctx) for spec in specs]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 PREFIX = "step-"
@@ -53,13 +53,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(folder: Path, step: int, model: nn.Module, trainer_state: dict[str, Any], keep: int) -> Path:
+def checkpoint_state(model: nn.Module, include_frozen: bool = True) -> dict[str, torch.Tensor]:
+    """Parameters (tied ones once) and persistent buffers; without ``include_frozen``, only trainable ones.
+
+    Frozen weights loaded from pretrained files come back identically from the run's config, so a grafted
+    135M model checkpoints megabytes, not its whole base.
+    """
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if (p.requires_grad or include_frozen) and p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            out[name] = p.detach().contiguous()
+    for name, b in model.named_buffers():
+        if b.data_ptr() not in seen and name in model.state_dict():
+            out[name] = b.detach().contiguous()
+    return out
+
+
+def save_checkpoint(folder: Path, step: int, model: nn.Module, trainer_state: dict[str, Any], keep: int,
+                    include_frozen: bool = True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{PREFIX}{step:07d}"
     tmp = folder / f".tmp-{PREFIX}{step:07d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
+    save_file(checkpoint_state(model, include_frozen), str(tmp / "model.safetensors"))
     torch.save(trainer_state, tmp / "trainer_state.pt")
     files = {name: _sha256(tmp / name) for name in ("model.safetensors", "trainer_state.pt")}
     (tmp / "meta.json").write_text(json.dumps({"step": step, "sha256": files}, indent=1))
@@ -91,10 +110,18 @@ def load_latest(folder: Path, model: nn.Module, warn=print) -> Restored | None:
         if not verify(path):
             warn(f"checkpoint {path.name} is corrupt (checksum mismatch); falling back to the previous one")
             continue
-        load_model(model, str(path / "model.safetensors"))
+        load_trainable(model, path / "model.safetensors")
         state = torch.load(path / "trainer_state.pt", weights_only=False)
         return Restored(step=int(json.loads((path / "meta.json").read_text())["step"]), trainer_state=state, path=path)
     return None
+
+
+def load_trainable(model: nn.Module, file: Path) -> None:
+    state = load_file(str(file))
+    missing_from_model = set(state) - set(model.state_dict())
+    if missing_from_model:
+        raise ValueError(f"checkpoint {file} holds tensors this model lacks: {sorted(missing_from_model)[:3]}")
+    model.load_state_dict(state, strict=False)
 
 
 def all_finite(model: nn.Module) -> bool:

@@ -71,8 +71,10 @@ class Trainer:
         run_dir: Path,
         callbacks: list[Callback] | tuple[Callback, ...] = (),
         accelerator: Accelerator | None = None,
+        checkpoint_frozen: bool = True,
     ):
         self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
+        self.checkpoint_frozen = checkpoint_frozen
         self.callbacks = list(callbacks)
         mixed = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "no"
         _check_trackers(cfg.report_to)
@@ -141,7 +143,8 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return None
         return ckpt.save_checkpoint(
-            self.checkpoint_dir, self.state.step, self.unwrapped, self._trainer_state(), self.cfg.save_total_limit
+            self.checkpoint_dir, self.state.step, self.unwrapped, self._trainer_state(), self.cfg.save_total_limit,
+            include_frozen=self.checkpoint_frozen,
         )
 
     @property
