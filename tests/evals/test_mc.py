@@ -6,15 +6,15 @@ import json
 import time
 
 import numpy as np
-import torch.nn.functional as F
 import pytest
+import torch.nn.functional as F
+from tests.evals.conftest import MemorizingFake, tiny_model
 
 from archlab.errors import ArchlabError
 from archlab.evals import mc_tasks
 from archlab.evals.mc import MCParams, multiple_choice
 from archlab.evals.mc_tasks import load_task
 from archlab.evals.texts import read_eval_set
-from tests.evals.conftest import MemorizingFake, tiny_model
 
 CLOZE = {"items": 8, "choices": 4, "context_sentences": 2}
 

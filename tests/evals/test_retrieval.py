@@ -6,11 +6,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from tests.evals.conftest import InductionOracle, MemorizingFake, tiny_model
 
 from archlab.evals import niah, passkey
 from archlab.evals.niah import NIAHParams, needle_in_a_haystack
 from archlab.evals.passkey import PasskeyParams
-from tests.evals.conftest import InductionOracle, MemorizingFake, tiny_model
 
 
 @pytest.mark.parametrize("tok_name", ["byte_tok", "bpe_tok"])
@@ -58,4 +58,4 @@ def test_memorize_gets_the_prompt_never_the_key_answer(byte_tok, make_ctx):
     for call, item in zip(model.memorized, result.items, strict=True):
         text = bytes(call).decode()
         assert text.endswith("The secret key is")  # the question, not the answer after it
-        assert len(call) == 120
+        assert len(call) == 120 and text.count(item["key"]) == 1  # the key only inside the needle

@@ -8,6 +8,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.evals.conftest import FakeLM, tiny_model
 
 from archlab.evals import compression, probes
 from archlab.evals.compression import CompressionParams
@@ -15,7 +16,6 @@ from archlab.evals.long_ppl import LongPPLParams, long_document_perplexity
 from archlab.evals.multilingual import MultilingualParams, multilingual_bpb
 from archlab.evals.probes import ProbeParams
 from archlab.evals.speed import SpeedParams, speed
-from tests.evals.conftest import FakeLM, tiny_model
 
 
 def test_long_ppl_equals_one_full_pass_when_the_window_covers_the_document(byte_tok, make_ctx, tmp_path):

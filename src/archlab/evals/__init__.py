@@ -1,7 +1,17 @@
 """Evaluations: each a registered function spec -> eval/<name>.json with n and 95% intervals."""
 
 from archlab.evals import (  # noqa: F401  (registers the built-in evals)
-    compression, continual, long_ppl, loss, mc, multilingual, niah, passkey, probes, samples, speed,
+    compression,
+    continual,
+    long_ppl,
+    loss,
+    mc,
+    multilingual,
+    niah,
+    passkey,
+    probes,
+    samples,
+    speed,
 )
 from archlab.evals.base import EVALS, EvalContext, EvalResult, EvalSpec, register_eval, run_eval
 

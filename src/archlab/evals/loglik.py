@@ -276,7 +276,7 @@ def score_contexts_batched(model: nn.Module, groups: list[tuple[list[int], list[
     if rows and (cache is None or not hasattr(cache, "batch_select_indices")):
         return None
     rows.sort(key=lambda r: len(r[2]))  # similar lengths together: little padding in pass 2
-    per_pass = max(1, 4 * len(groups))
+    per_pass = 32  # rows per continuation pass: sorted by length, so padding stays small
     for start in range(0, len(rows), per_pass):
         part = rows[start : start + per_pass]
         part_cache = cache if start + per_pass >= len(rows) else copy.deepcopy(cache)

@@ -18,8 +18,14 @@ from pydantic import Field
 
 from archlab.config import Config
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.loglik import (PrefixState, Scored, encode_pair, model_max_length, score_contexts_batched,
-                                  score_full)
+from archlab.evals.loglik import (
+    PrefixState,
+    Scored,
+    encode_pair,
+    model_max_length,
+    score_contexts_batched,
+    score_full,
+)
 from archlab.evals.mc_tasks import MCDoc, MCTask, load_task
 from archlab.evals.memorize import memorized, require_memorize
 from archlab.evals.stats import wilson_interval
@@ -88,8 +94,9 @@ def _score_batched(ctx: EvalContext, pending: list, out: list, batch_size: int) 
         if batched_ok is not False:
             results = score_contexts_batched(ctx.model, [(c, conts) for _, _, c, conts in chunk])
             if batched_ok is None and results is not None:
-                reference = PrefixState(ctx.model, chunk[-1][2]).score(chunk[-1][3])
-                batched_ok = all(abs(a.ll - b.ll) < 1e-3 for a, b in zip(results[-1], reference, strict=True))
+                # the shortest context carries the most padding: the strictest check
+                reference = PrefixState(ctx.model, chunk[0][2]).score(chunk[0][3])
+                batched_ok = all(abs(a.ll - b.ll) < 1e-3 for a, b in zip(results[0], reference, strict=True))
                 results = results if batched_ok else None
         if results is None:
             batched_ok = False

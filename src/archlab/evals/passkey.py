@@ -17,8 +17,15 @@ from archlab.config import Config
 from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
 from archlab.evals.memorize import require_memorize
-from archlab.evals.retrieval import (distractor_keys, ids, leading_special_ids, random_key, score_item,
-                                     split_summary, summarize)
+from archlab.evals.retrieval import (
+    distractor_keys,
+    ids,
+    leading_special_ids,
+    random_key,
+    score_item,
+    split_summary,
+    summarize,
+)
 
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
         "I will quiz you about the important information there.")
