@@ -195,8 +195,19 @@ def keys(
     console.print(table)
 
 
-def main() -> None:
+def _quiet_libraries() -> None:
+    """archlab draws its own progress bars; the libraries' per-file bars and notices would bury them."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def main() -> None:
+    _quiet_libraries()
     try:
         code = app(standalone_mode=False)
     except ArchlabError as exc:

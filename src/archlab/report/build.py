@@ -13,6 +13,7 @@ from archlab.errors import ArchlabError
 from archlab.plan import PlanConfig, RunSpec, RunStore, find_baseline
 from archlab.plan.store import atomic_write
 from archlab.report.collect import RunRow, collect
+from archlab.report.eval_views import eval_views
 from archlab.report.plots import headline_bars, loss_curves
 from archlab.report.tables import section_table, to_markdown
 
@@ -63,6 +64,11 @@ def write_report(plan: PlanConfig, specs: list[RunSpec], store: RunStore, profil
         html_parts.append(_html_section(title, table, [p for p in (curve, bars) if p is not None]))
         if console is not None:
             console.print(_rich_table(title, table))
+    for title, markdown, images in eval_views(rows, plots):
+        lines += [f"## {title}", "", markdown, ""]
+        lines += [f"![{image.stem}](plots/{image.name})\n" for image in images]
+        html_parts.append(f"<h2>{html.escape(title)}</h2><pre>{html.escape(markdown)}</pre>"
+                          + "".join(f"<img src='plots/{p.name}' style='max-width:48%'>" for p in images))
     lines += ["## Runs", "", "| Run id | Sections | Status |", "|---|---|---|"]
     lines += [f"| `{r.spec.id}` | {', '.join(r.spec.sections)} | {r.status} |" for r in rows]
     report = store.root / "REPORT.md"
