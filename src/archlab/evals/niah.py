@@ -19,11 +19,12 @@ from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
 from archlab.evals.memorize import require_memorize
 from archlab.evals.retrieval import (
+    UnscorableLength,
     distractor_keys,
     ids,
     leading_special_ids,
     random_key,
-    score_item,
+    score_with_and_without_memory,
     split_summary,
     summarize,
 )
@@ -103,11 +104,10 @@ def needle_in_a_haystack(ctx: EvalContext, params: NIAHParams) -> EvalResult:
                 row = {"length": length, "depth": depth, "sample": sample, "key": key,
                        "tokens": len(prompt), "needle_depth": round(real_depth, 4)}
                 try:
-                    row.update(score_item(ctx, prompt, key, distractors, False, answer_tokens).to_dict())
-                    if params.memorize:
-                        row.update(score_item(ctx, prompt, key, distractors, True, answer_tokens).to_dict("_memorize"))
-                except (ValueError, IndexError, RuntimeError) as exc:  # e.g. beyond learned positions
-                    failed[length] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                    row.update(score_with_and_without_memory(ctx, prompt, key, distractors, answer_tokens,
+                                                             params.memorize))
+                except UnscorableLength as exc:
+                    failed[length] = str(exc)
                     break
                 rows.append(row)
             if length in failed:

@@ -72,6 +72,22 @@ def score_item(ctx: EvalContext, prompt: list[int], key: str, distractors: list[
     return ItemScore(bool(found and found.group() == key), rank, answer.strip()[:40])
 
 
+class UnscorableLength(Exception):
+    """A prompt length the model cannot run (e.g. beyond learned positions); the length is skipped."""
+
+
+def score_with_and_without_memory(ctx: EvalContext, prompt: list[int], key: str, distractors: list[str],
+                                  answer_tokens: int, memorize: bool) -> dict:
+    """One item's scores, plus the same item after test-time memorization of its prompt when asked."""
+    try:
+        out = score_item(ctx, prompt, key, distractors, False, answer_tokens).to_dict()
+        if memorize:
+            out.update(score_item(ctx, prompt, key, distractors, True, answer_tokens).to_dict("_memorize"))
+    except (ValueError, IndexError, RuntimeError) as exc:
+        raise UnscorableLength(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from exc
+    return out
+
+
 def summarize(rows: list[dict], suffix: str = "") -> dict:
     """exact-match and rank-1 accuracy with Wilson intervals, and mean reciprocal rank, over rows."""
     n = len(rows)
