@@ -70,3 +70,9 @@ def test_ratio_interval_matches_a_normal_mean_interval_for_equal_denominators():
     assert math.isclose(hi - 2.5, 1.959963984540054 * sd / 2, rel_tol=1e-12) and math.isclose(lo + hi, 5.0)
     lo, hi = wilson_interval(8, 10)
     assert math.isclose(lo, 0.4901625, rel_tol=1e-5) and math.isclose(hi, 0.9433178, rel_tol=1e-5)
+
+
+def test_wilson_interval_is_exact_at_the_edges():
+    from archlab.evals.stats import wilson_interval
+
+    assert wilson_interval(0, 50)[0] == 0.0 and wilson_interval(50, 50)[1] == 1.0
