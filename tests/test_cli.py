@@ -142,7 +142,9 @@ def test_ctrl_c_leaves_the_run_resumable(tmp_path, corpus_dir):
     runs = tmp_path / "runs"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "archlab.cli", "run", str(plan), "--runs-dir", str(runs)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # a shell that starts jobs in the background (as CI may) leaves SIGINT ignored; Ctrl-C needs the default
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not list(runs.glob("tiny/*/checkpoints/step-0000002")):
         time.sleep(0.2)
