@@ -63,6 +63,7 @@ def hf_trainer_run(data, steps: int, batch: int, warmup: int) -> tuple[float, in
 
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=len(data.tokenizer), n_positions=SEQ, n_embd=HIDDEN, n_layer=LAYERS,
+                        bos_token_id=0, eos_token_id=0,
                         n_head=HEADS, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     model = GPT2LMHeadModel(config)
     n = sum(p.numel() for n_, p in model.named_parameters() if ".wte" not in n_ and ".wpe" not in n_)

@@ -42,6 +42,7 @@ def delta_cell(row: RunRow, baseline: RunRow | None, metric: str, lower_is_bette
 
 def column_names(metrics: list[str]) -> dict[str, str]:
     """'loss.bits_per_byte' -> 'bits_per_byte' where the short name is unambiguous."""
+    metrics = list(dict.fromkeys(metrics))
     short = [m.partition(".")[2] or m for m in metrics]
     return {m: s if short.count(s) == 1 else m for m, s in zip(metrics, short, strict=True)}
 
