@@ -75,6 +75,22 @@ def assert_all_close(got: dict, ref: dict, tol: float) -> None:
     assert not bad, f"relative errors above {tol:g}: {bad} (all: {errs})"
 
 
+def assert_two_halves_equal_one_pass(op, inputs: dict, split: int, **kwargs) -> None:
+    """``op`` on [0, split) then [split, T) with the carried state equals one pass (outputs and state)."""
+    x = {n: (None if t is None else t.detach()) for n, t in inputs.items()}
+
+    def part(sl, h0):
+        g = None if x["g"] is None else x["g"][:, sl]
+        return op(x["q"][:, sl], x["k"][:, sl], x["v"][:, sl], x["beta"][:, sl], g=g, initial_state=h0,
+                  output_final_state=True, **kwargs)
+
+    o_full, S_full = part(slice(None), x["initial_state"])
+    o1, S1 = part(slice(0, split), x["initial_state"])
+    o2, S2 = part(slice(split, None), S1)
+    torch.testing.assert_close(torch.cat([o1, o2], dim=1), o_full, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(S2, S_full, rtol=1e-10, atol=1e-10)
+
+
 @pytest.fixture
 def helpers():
     """The module-level helpers, so test files need not import conftest."""
@@ -84,5 +100,6 @@ def helpers():
         run_with_grads = staticmethod(run_with_grads)
         rel_err = staticmethod(rel_err)
         assert_all_close = staticmethod(assert_all_close)
+        assert_two_halves_equal_one_pass = staticmethod(assert_two_halves_equal_one_pass)
 
     return _H

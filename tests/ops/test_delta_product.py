@@ -124,23 +124,9 @@ def test_repeated_step_equals_delta_rule_on_repeated_tokens(helpers):
 
 @pytest.mark.parametrize("use_g,nonlin,split", [(True, None, 41), (False, "gelu_rownorm", 48)])
 def test_two_halves_equal_one_pass(helpers, use_g, nonlin, split):
-    x = {
-        n: (None if t is None else t.detach())
-        for n, t in helpers.make_inputs(T=90, n_h=2, use_g=use_g, use_h0=True, beta_max=2.0, seed=4).items()
-    }
-    kw = dict(impl="chunk", chunk_size=16, state_nonlinearity=nonlin, output_final_state=True)
-
-    def part(sl, h0):
-        g = None if x["g"] is None else x["g"][:, sl]
-        return delta_product(
-            x["q"][:, sl], x["k"][:, sl], x["v"][:, sl], x["beta"][:, sl], g=g, initial_state=h0, **kw
-        )
-
-    o_full, S_full = part(slice(None), x["initial_state"])
-    o1, S1 = part(slice(0, split), x["initial_state"])
-    o2, S2 = part(slice(split, None), S1)
-    torch.testing.assert_close(torch.cat([o1, o2], dim=1), o_full, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(S2, S_full, rtol=1e-10, atol=1e-10)
+    inputs = helpers.make_inputs(T=90, n_h=2, use_g=use_g, use_h0=True, beta_max=2.0, seed=4)
+    helpers.assert_two_halves_equal_one_pass(delta_product, inputs, split, impl="chunk", chunk_size=16,
+                                             state_nonlinearity=nonlin)
 
 
 def test_bfloat16_in_and_out(helpers):

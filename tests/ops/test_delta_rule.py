@@ -121,23 +121,9 @@ def test_naive_matches_explicit_loop(helpers, use_g, use_h0, nonlin_chunk):
     "use_g,nonlin,split", [(False, None, 37), (True, None, 50), (True, "gelu_rownorm", 64)]
 )
 def test_two_halves_equal_one_pass(helpers, use_g, nonlin, split):
-    x = {
-        n: (None if t is None else t.detach())
-        for n, t in helpers.make_inputs(T=100, use_g=use_g, use_h0=True, seed=7).items()
-    }
-    kw = dict(impl="chunk", chunk_size=32, state_nonlinearity=nonlin, output_final_state=True)
-
-    def part(sl, h0):
-        g = None if x["g"] is None else x["g"][:, sl]
-        return delta_rule(
-            x["q"][:, sl], x["k"][:, sl], x["v"][:, sl], x["beta"][:, sl], g=g, initial_state=h0, **kw
-        )
-
-    o_full, S_full = part(slice(None), x["initial_state"])
-    o1, S1 = part(slice(0, split), x["initial_state"])
-    o2, S2 = part(slice(split, None), S1)
-    torch.testing.assert_close(torch.cat([o1, o2], dim=1), o_full, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(S2, S_full, rtol=1e-10, atol=1e-10)
+    inputs = helpers.make_inputs(T=100, use_g=use_g, use_h0=True, seed=7)
+    helpers.assert_two_halves_equal_one_pass(delta_rule, inputs, split, impl="chunk", chunk_size=32,
+                                             state_nonlinearity=nonlin)
 
 
 def test_chunk_size_is_free_without_nonlinearity_and_part_of_model_with_it(helpers):

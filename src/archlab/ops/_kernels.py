@@ -69,32 +69,16 @@ def fla_delta_rule(
     """Run fla's chunk kernel; the final state is returned in the input dtype like the torch paths."""
     dtype = q_BTHK.dtype
     h0 = None if initial_state_BHKV is None else initial_state_BHKV.float()
+    common = {"scale": scale, "initial_state": h0, "output_final_state": output_final_state}
     if g_BTH is None and dtype != torch.float32:
         from fla.ops.delta_rule import chunk_delta_rule
 
-        o, S = chunk_delta_rule(
-            q_BTHK,
-            k_BTHK,
-            v_BTHV,
-            beta_BTH.to(dtype),
-            scale=scale,
-            initial_state=h0,
-            output_final_state=output_final_state,
-        )
+        o, S = chunk_delta_rule(q_BTHK, k_BTHK, v_BTHV, beta_BTH.to(dtype), **common)
     else:
         from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
         g = torch.zeros_like(beta_BTH, dtype=torch.float32) if g_BTH is None else g_BTH.float()
-        o, S = chunk_gated_delta_rule(
-            q_BTHK,
-            k_BTHK,
-            v_BTHV,
-            g,
-            beta_BTH.to(dtype),
-            scale=scale,
-            initial_state=h0,
-            output_final_state=output_final_state,
-        )
+        o, S = chunk_gated_delta_rule(q_BTHK, k_BTHK, v_BTHV, g, beta_BTH.to(dtype), **common)
     return o.to(dtype), (S.to(dtype) if output_final_state and S is not None else None)
 
 
