@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from rich.console import Console
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_MODEL, subprocess_env
 
 import archlab.cli
 from archlab.cli import main
@@ -134,28 +134,44 @@ def test_missing_plan_file(monkeypatch, capsys, tmp_path):
     assert code == 2 and "file not found" in out and len(out.strip().splitlines()) == 1
 
 
-def test_ctrl_c_leaves_the_run_resumable(tmp_path, corpus_dir):
+@pytest.mark.parametrize(("sig", "code", "said"), [(signal.SIGINT, 130, "interrupted"),
+                                                   (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_and_sigterm_leave_the_run_resumable(tmp_path, corpus_dir, sig, code, said):
     plan = tiny_plan(tmp_path, corpus_dir, matrix={"pos": ["rope"]})
     data = yaml.safe_load(plan.read_text())
     data["defaults"]["train"].update(max_steps=100_000, save_steps=1, logging_steps=1)
     plan.write_text(yaml.safe_dump(data))
     runs = tmp_path / "runs"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "archlab.cli", "run", str(plan), "--runs-dir", str(runs)]
     # a shell that starts jobs in the background (as CI may) leaves SIGINT ignored; Ctrl-C needs the default
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not list(runs.glob("tiny/*/checkpoints/step-0000002")):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out
-    assert "run the same command again to resume" in out
+    assert proc.returncode == code, out
+    assert f"{said}: finished runs and checkpoints are kept; run the same command again to resume" in out
+    assert "Traceback" not in out
     [run] = [p for p in (runs / "tiny").iterdir() if p.is_dir()]
     status = json.loads((run / "status.json").read_text())
-    assert status["status"] == "pending" and "interrupted at step" in status["message"]
+    assert status["status"] == "pending" and f"{said} at step" in status["message"]
     assert list((run / "checkpoints").glob("step-*"))
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path, corpus_dir):
+    archlab = shutil.which("archlab")
+    if archlab is None:
+        pytest.skip("the archlab command is not installed")
+    cmd = [archlab, "plan", str(tiny_plan(tmp_path, corpus_dir))]
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(0.5)  # still importing torch
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert out.strip().splitlines() == ["interrupted while starting; nothing was run"]
 
 
 def test_train_one_run_from_a_config_file_with_overrides(monkeypatch, capsys, tmp_path, corpus_dir):

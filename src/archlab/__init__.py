@@ -3,6 +3,10 @@
 Importing archlab registers its architectures with ``AutoConfig`` / ``AutoModelForCausalLM``.
 """
 
-from archlab import models  # noqa: F401  (registers the Auto classes)
+from archlab._startup import guard_startup
+
+guard_startup()  # the `archlab` command only: Ctrl-C during the imports below exits with one line
+
+from archlab import models  # noqa: E402, F401  (registers the Auto classes)
 
 __version__ = "0.1.0"

@@ -9,18 +9,22 @@ Examples:
 
 from __future__ import annotations
 
+import importlib
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from archlab.errors import ArchlabError
+from archlab._startup import end_startup
+from archlab.errors import ArchlabError, Terminated
 
 app = typer.Typer(
     help=__doc__, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None
@@ -30,14 +34,25 @@ Overrides = Annotated[list[str] | None, typer.Argument(help="dotted key=value ov
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="plan profile (e.g. smoke, full)")]
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="root of the run store", envvar="ARCHLAB_RUNS")]
 PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="plan YAML file")]
+MaxRunsOpt = Annotated[int, typer.Option("--max-runs", min=1, help="refuse plans that expand to more runs")]
+DEFAULT_MAX_RUNS = 500
 
 
-def _load(plan_path: Path, profile: str | None, overrides: list[str] | None):
+def _load(plan_path: Path, profile: str | None, overrides: list[str] | None, max_runs: int = DEFAULT_MAX_RUNS,
+          check: bool = True):
+    """Load and expand a plan, say how many runs it has, then check them all (see archlab.plan.validate)."""
     from archlab.config import parse_overrides
     from archlab.plan import expand, load_plan
 
     plan = load_plan(plan_path)
-    return plan, expand(plan, profile, parse_overrides(overrides or []))
+    specs = expand(plan, profile, parse_overrides(overrides or []), max_runs=max_runs)
+    if check:
+        from archlab.plan.validate import validate_plan
+
+        name = profile or plan.default_profile or "default"
+        console.print(f"{plan.name}: {len(specs)} run(s) (profile: {name}); checking them...", soft_wrap=True)
+        validate_plan(plan, specs)
+    return plan, specs
 
 
 @app.command()
@@ -51,13 +66,14 @@ def run(
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one)")] = None,
     cpus_per_run: Annotated[float, typer.Option(help="ray: CPUs requested per run")] = 1,
     gpus_per_run: Annotated[float, typer.Option(help="ray: GPUs requested per run")] = 0,
+    max_runs: MaxRunsOpt = DEFAULT_MAX_RUNS,
 ) -> None:
     """Train and evaluate every run of a plan (skipping done ones, resuming unfinished), then report."""
     from archlab.plan import RunStore
     from archlab.plan.executor import run_local, run_ray
     from archlab.report import write_report
 
-    plan, specs = _load(plan_path, profile, overrides)
+    plan, specs = _load(plan_path, profile, overrides, max_runs)
     store = RunStore(runs_dir, plan.name)
     chosen = [s for s in specs if only is None or only in s.id]
     if not chosen:
@@ -79,12 +95,13 @@ def run(
 
 @app.command("plan")
 def plan_cmd(
-    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = Path("runs")
+    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = Path("runs"),
+    max_runs: MaxRunsOpt = DEFAULT_MAX_RUNS,
 ) -> None:
-    """List the runs a plan expands to (id, labels, sections, status) without running anything."""
+    """List the runs a plan expands to (id, labels, sections, status) after checking every one of them."""
     from archlab.plan import RunStore
 
-    plan, specs = _load(plan_path, profile, overrides)
+    plan, specs = _load(plan_path, profile, overrides, max_runs)
     store = RunStore(runs_dir, plan.name)
     table = Table(title=f"{plan.name}: {len(specs)} runs (profile: {profile or plan.default_profile or 'default'})")
     for col in ("#", "run id", "labels", "sections", "status"):
@@ -97,13 +114,14 @@ def plan_cmd(
 
 @app.command()
 def report(
-    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = Path("runs")
+    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = Path("runs"),
+    max_runs: MaxRunsOpt = DEFAULT_MAX_RUNS,
 ) -> None:
     """Write runs/<plan>/REPORT.md, plots/*.png and report.html from what the runs wrote."""
     from archlab.plan import RunStore
     from archlab.report import write_report
 
-    plan, specs = _load(plan_path, profile, overrides)
+    plan, specs = _load(plan_path, profile, overrides, max_runs, check=False)
     path = write_report(plan, specs, RunStore(runs_dir, plan.name), profile or plan.default_profile, console)
     console.print(f"report: {path}")
 
@@ -118,9 +136,11 @@ def train(
     from archlab.config import config_hash, deep_merge, load_yaml, parse_overrides
     from archlab.plan import RunConfig, RunSpec, RunStore
     from archlab.plan.executor import run_local
+    from archlab.plan.validate import check_run
 
     data = deep_merge(load_yaml(config_path), parse_overrides(overrides or []))
     config = RunConfig.parse(data, where=str(config_path))
+    check_run(config, str(config_path))
     folder = out or Path("runs") / "train" / f"{config_path.stem}-{config_hash(config.to_dict(), 6)}"
     [outcome] = run_local([RunSpec(folder.name, {}, config, ["train"])], RunStore(folder.parent, ""), console)
     console.print(f"{outcome.status}: {folder} {outcome.message}")
@@ -206,22 +226,65 @@ def _quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
 
 
+def _click_exceptions():
+    """The exceptions module of the click that typer runs on (typer >= 0.29 bundles its own copy, whose
+    UsageError is not ``click.UsageError``); typer.Exit and typer.Abort are typer's own either way."""
+    group_base = typer.core.TyperGroup.__mro__[1]
+    return importlib.import_module(group_base.__module__.rpartition(".")[0] + ".exceptions")
+
+
+def _on_sigterm(signum, frame) -> None:
+    _received.append(signum)
+    raise Terminated()
+
+
+_received: list[int] = []  # typer turns any KeyboardInterrupt into Exit(130); this says it was SIGTERM
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(Text.assemble(("error: ", "red"), _one_line(message)), soft_wrap=True)
+    sys.exit(code)
+
+
 def main() -> None:
-    _quiet_libraries()
+    """Run the CLI: bad input is one line and exit code 2; Ctrl-C is 130 and SIGTERM 143, runs resumable."""
+    end_startup()
+    exceptions = _click_exceptions()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if in_main_thread else None
+    if previous == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    _received.clear()
+    code: int | None = 0
     try:
+        _quiet_libraries()
         code = app(standalone_mode=False)
     except ArchlabError as exc:
-        console.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
-        sys.exit(2)
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code  # typer turns Ctrl-C into Exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+        _fail(str(exc))
+    except typer.Exit as exc:  # typer turns Ctrl-C into Exit(130)
+        code = exc.exit_code
+    except exceptions.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "archlab"
+        _fail(f"{exc.format_message()} (see {where} --help)", 2)
+    except exceptions.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         code = 130
-    if code == 130:
-        console.print("interrupted: finished runs and checkpoints are kept; run the same command again to resume", soft_wrap=True)
+    except RecursionError:
+        _fail("the input is nested too deeply to process")
+    finally:
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)
+    if code == 130 and _received:
+        code = 143
+    if code in (130, 143):
+        how = "terminated (SIGTERM)" if code == 143 else "interrupted"
+        console.print(f"{how}: finished runs and checkpoints are kept; run the same command again to resume",
+                      soft_wrap=True)
     if isinstance(code, int) and code:
         sys.exit(code)
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from archlab.errors import ArchlabError, did_you_mean
 
@@ -25,6 +27,14 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic reads ``max_steps: true`` as 1; a boolean where a number belongs is a mistake."""
+        if isinstance(value, bool) and info.field_name and _numeric_only(cls.model_fields[info.field_name].annotation):
+            raise ValueError("a boolean is not a number")
+        return value
+
     @classmethod
     def parse(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> C:
         """Validate ``data``; raise ``ArchlabError`` with one readable line on failure."""
@@ -35,6 +45,15 @@ class Config(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _numeric_only(annotation: Any) -> bool:
+    """An int/float field (optionally None) that does not also accept bool."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        options = set(typing.get_args(annotation)) - {type(None)}
+    else:
+        options = {annotation}
+    return bool(options) and options <= {int, float}
 
 
 def _field_names_at(cls: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
@@ -66,24 +85,95 @@ def explain_validation_error(cls: type[BaseModel], exc: ValidationError, where: 
         return f"{prefix}missing required key '{key}'{more}"
     got = err.get("input")
     got_s = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+    if err["type"] == "value_error":  # our own validators' messages, without pydantic's "Value error, "
+        what = str(err.get("ctx", {}).get("error", err["msg"]))
+        got_part = "" if isinstance(got, dict | list) else f" (got {got_s})"
+        return f"{prefix}{f'{key!r}: ' if key else ''}{what}{got_part}{more}"
     return f"{prefix}'{key}': {err['msg'].lower()} (got {got_s}){more}"
+
+
+MAX_YAML_VALUES = 100_000  # a plan is hundreds of values; YAML aliases can make billions out of a few lines
+MAX_YAML_DEPTH = 64
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (YAML says they are an error; PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first at line {first_line[key]}); keep one", key_node.start_mark)
+            first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_text_file(path: str | Path, what: str = "file") -> str:
+    """The UTF-8 text of a regular file, or one ``ArchlabError`` line (missing, a folder, a FIFO, binary...)."""
+    path = Path(path)
+    try:
+        if not path.exists():
+            raise ArchlabError(f"{what} not found: {path} (check the path; plans live under plans/)")
+        if path.is_dir():
+            raise ArchlabError(f"{path} is a folder; give a {what} inside it")
+        if not path.is_file():  # a FIFO or device would block or never end
+            raise ArchlabError(f"{path} is not a regular file; give a {what}")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ArchlabError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArchlabError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                           f"save it as UTF-8") from None
+    if "\x00" in text:
+        raise ArchlabError(f"{path}: a binary file (it contains NUL bytes), not a text {what}")
+    return text
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.exists():
-        raise ArchlabError(f"file not found: {path} (check the path; plans live under plans/)")
+    text = read_text_file(path, "file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
-        raise ArchlabError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+        raise ArchlabError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    except RecursionError:
+        raise ArchlabError(f"{path}: nested too deeply (more than {MAX_YAML_DEPTH} levels)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ArchlabError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    check_size(data, str(path))
     return data
+
+
+def check_size(data: Any, where: str) -> None:
+    """Refuse data that expands past ``MAX_YAML_VALUES`` values or ``MAX_YAML_DEPTH`` levels.
+
+    YAML aliases share one object many times; copying, validating or hashing expands every use, so a
+    ten-line "billion laughs" file would fill the memory. Counting each use stops it in microseconds.
+    """
+    stack, count = [(data, 1)], 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise ArchlabError(f"{where}: expands to more than {MAX_YAML_VALUES:,} values (YAML aliases '*name' "
+                               f"repeat what they point to); write the values out or use fewer aliases")
+        if depth > MAX_YAML_DEPTH:
+            raise ArchlabError(f"{where}: nested too deeply (more than {MAX_YAML_DEPTH} levels)")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

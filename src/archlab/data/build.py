@@ -21,6 +21,7 @@ from archlab.data.formatting import detect_format, to_prompt_completion
 from archlab.data.sources import load_records
 from archlab.data.tokenizers import load_tokenizer, token_byte_lengths, tokenizer_identity
 from archlab.errors import ArchlabError
+from archlab.files import atomic_write
 
 CACHE_VERSION = 1
 MIN_DOCS_FOR_DOCUMENT_SPLIT = 20
@@ -106,10 +107,7 @@ def _read_cache(path: Path) -> dict | None:
 
 
 def _write_cache(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _tokenize(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:

@@ -7,11 +7,10 @@ sidecar ``eval/<name>.items.jsonl`` so the JSON stays small.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from archlab.config import Config
 from archlab.data import DataBundle
 from archlab.registry import Registry
+from archlab.rundir import RunDir
 
 
 @dataclass
@@ -37,6 +37,10 @@ class EvalContext:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir(self.run_dir)
 
 
 @dataclass
@@ -53,14 +57,22 @@ class EvalResult:
 class EvalDef:
     fn: Callable[[EvalContext, Any], EvalResult]
     params: type[Config]
+    metrics: tuple[str, ...] = ()  # names (fnmatch patterns) of the metrics it reports; () = not declared
+
+    def gives(self, metric: str) -> bool:
+        """Whether this eval reports ``metric`` (True when it did not declare its metrics)."""
+        return not self.metrics or any(fnmatchcase(metric, pattern) for pattern in self.metrics)
 
 
 EVALS: Registry[EvalDef] = Registry("eval")
 
 
-def register_eval(name: str, params: type[Config]):
+def register_eval(name: str, params: type[Config], metrics: tuple[str, ...] = ()):
+    """Register ``fn(ctx, params) -> EvalResult`` as ``name``; ``metrics`` lists the metric names it reports
+    (fnmatch patterns such as ``exact_match@*``), so a plan naming another metric fails at plan time."""
+
     def wrap(fn):
-        EVALS.register(name, EvalDef(fn, params), help=(fn.__doc__ or "").strip().splitlines()[0])
+        EVALS.register(name, EvalDef(fn, params, tuple(metrics)), help=(fn.__doc__ or "").strip().splitlines()[0])
         return fn
 
     return wrap
@@ -104,21 +116,6 @@ def run_eval(spec: EvalSpec, ctx: EvalContext) -> dict[str, Any]:
         "details": result.details,
         "seconds": round(time.perf_counter() - start, 3),
     }
-    out_dir = ctx.run_dir / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if result.items:
-        write_jsonl(out_dir / f"{spec.name}.items.jsonl", result.items)
-    write_json(out_dir / f"{spec.name}.json", payload)
+    ctx.run.write_eval(spec.name, payload, result.items)
     return payload
 
-
-def write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=float), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)

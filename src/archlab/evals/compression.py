@@ -47,7 +47,7 @@ def patch_lengths(ctx: EvalContext, ids: list[int], chunk: int) -> tuple[torch.T
     return torch.cat(parts), True
 
 
-@register_eval("compression", CompressionParams)
+@register_eval("compression", CompressionParams, metrics=("bytes_per_patch*", "bytes_per_token"))
 def compression(ctx: EvalContext, params: CompressionParams) -> EvalResult:
     """Bytes per patch (and per token) of a patching model; bytes per token when the model has no patches."""
     sizes = byte_lengths(ctx.tokenizer)

@@ -82,7 +82,7 @@ def _score(ctx: EvalContext, segment: Segment, window: int) -> dict[str, float |
     return {"loss": totals.loss, "bits_per_byte": totals.bits_per_byte}
 
 
-@register_eval("continual", ContinualParams)
+@register_eval("continual", ContinualParams, metrics=("loss*", "bits_per_byte*", "forgetting*"))
 def continual(ctx: EvalContext, params: ContinualParams) -> EvalResult:
     """Forgetting matrix over ordered domains, with and without test-time memorization of train parts."""
     if params.memorize:

@@ -44,7 +44,7 @@ def load_documents(source: str) -> list[tuple[str, str]]:
     return [(f"{source}[{i}]", text) for i, text in enumerate(docs)]
 
 
-@register_eval("long_ppl", LongPPLParams)
+@register_eval("long_ppl", LongPPLParams, metrics=("loss", "perplexity", "bits_per_byte"))
 def long_document_perplexity(ctx: EvalContext, params: LongPPLParams) -> EvalResult:
     """Sliding-window perplexity and bits per byte over long documents, with loss by token position."""
     window = default_window(ctx, params.window)

@@ -19,7 +19,7 @@ class LossParams(Config):
     max_examples: int = Field(256, ge=1, description="cap on blocks/examples scored")
 
 
-@register_eval("loss", LossParams)
+@register_eval("loss", LossParams, metrics=("loss", "perplexity", "bits_per_byte", "accuracy"))
 def heldout_loss(ctx: EvalContext, params: LossParams) -> EvalResult:
     """Held-out cross-entropy, perplexity, bits per byte and next-token accuracy on a data split."""
     if ctx.data is None:

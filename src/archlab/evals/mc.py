@@ -14,7 +14,7 @@ from collections import defaultdict
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from archlab.config import Config
 from archlab.evals.base import EvalContext, EvalResult, register_eval
@@ -26,7 +26,7 @@ from archlab.evals.loglik import (
     score_contexts_batched,
     score_full,
 )
-from archlab.evals.mc_tasks import MCDoc, MCTask, load_task
+from archlab.evals.mc_tasks import MCDoc, MCTask, load_task, task_code_file
 from archlab.evals.memorize import memorized, require_memorize
 from archlab.evals.stats import wilson_interval
 
@@ -46,6 +46,16 @@ class MCParams(Config):
     cloze_items: int = Field(200, ge=1, description="cloze: questions generated")
     cloze_choices: int = Field(4, ge=2, description="cloze: sentences to choose from")
     cloze_context_sentences: int = Field(2, ge=1, description="cloze: preceding sentences given as context")
+    allow_code: bool = Field(False, description="let a local lm-eval task YAML import Python ('!function'); "
+                             "the plan then runs code from the task's folder")
+
+    @model_validator(mode="after")
+    def _code_needs_consent(self) -> MCParams:
+        code = None if self.allow_code else task_code_file(self.task)
+        if code is not None:
+            raise ValueError(f"{code} uses '!function', which imports Python from its folder; set allow_code: true "
+                             f"on this eval if you trust that code")
+        return self
 
 
 def _encode(ctx: EvalContext, docs: list[MCDoc]) -> list[list[tuple[list[int], list[int]]]]:
@@ -119,7 +129,7 @@ def doc_metrics(task: MCTask, doc: MCDoc, scores: list[Scored]) -> dict[str, flo
     return {"acc": acc, "acc_norm": acc_norm, "pred": int(np.argmax(lls))}
 
 
-@register_eval("mc", MCParams)
+@register_eval("mc", MCParams, metrics=("acc*", "gold_bits_per_byte*"))
 def multiple_choice(ctx: EvalContext, params: MCParams) -> EvalResult:
     """Multiple-choice accuracy (acc, acc_norm) by continuation log-likelihood, lm-eval conventions."""
     cloze = {"items": params.cloze_items, "choices": params.cloze_choices,

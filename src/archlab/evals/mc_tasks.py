@@ -119,6 +119,23 @@ def cloze_docs(corpus: str, *, seed: int, delimiter: str, items: int, choices: i
     return docs
 
 
+def task_code_file(spec: str) -> Path | None:
+    """The first YAML lm-eval would load with task ``spec`` that imports Python (``!function``), if any.
+
+    lm-eval indexes every YAML under the task file's folder, so each one there counts, not only ``spec``.
+    """
+    path = Path(spec).expanduser()
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return None
+    for candidate in sorted([*path.parent.rglob("*.yaml"), *path.parent.rglob("*.yml")]):
+        try:
+            if "!function" in candidate.read_text(encoding="utf-8", errors="replace"):
+                return candidate
+        except OSError:
+            continue
+    return None
+
+
 def _yaml_task_name(path: Path) -> str:
     match = re.search(r"^task:\s*['\"]?([^'\"\s#]+)", path.read_text(encoding="utf-8"), re.M)
     if not match:

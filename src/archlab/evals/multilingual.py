@@ -37,7 +37,7 @@ def slice_text(name: str) -> str:
     return "\n".join(r["text"] for r in read_eval_set("multilingual", name))
 
 
-@register_eval("multilingual_bpb", MultilingualParams)
+@register_eval("multilingual_bpb", MultilingualParams, metrics=("bits_per_byte*", "loss/*"))
 def multilingual_bpb(ctx: EvalContext, params: MultilingualParams) -> EvalResult:
     """Bits per byte (and loss) on English, Chinese, Arabic and code slices, the same bytes for every model."""
     window = default_window(ctx, params.window)

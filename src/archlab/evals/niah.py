@@ -85,7 +85,7 @@ def _word_boundary_near(tok, hay: list[int], target: int) -> int:
     return target
 
 
-@register_eval("niah", NIAHParams)
+@register_eval("niah", NIAHParams, metrics=("exact_match*", "rank_accuracy*", "mrr*"))
 def needle_in_a_haystack(ctx: EvalContext, params: NIAHParams) -> EvalResult:
     """Needle in a haystack over lengths x depths: exact match and rank among >= 20 distractor keys."""
     if params.memorize:

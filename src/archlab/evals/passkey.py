@@ -57,7 +57,7 @@ def build_prompt(tok, length: int, key: str, rng: random.Random) -> tuple[list[i
     return prompt, cut / budget
 
 
-@register_eval("passkey", PasskeyParams)
+@register_eval("passkey", PasskeyParams, metrics=("exact_match*", "rank_accuracy*", "mrr*"))
 def passkey(ctx: EvalContext, params: PasskeyParams) -> EvalResult:
     """Passkey retrieval in repeated filler: exact match of the 5-digit key per length, with intervals."""
     if params.memorize:

@@ -106,7 +106,7 @@ def answer(ctx: EvalContext, prompt: str, gold: str, params: ProbeParams, memori
     return tok.decode(generated, skip_special_tokens=True).split("\n")[0].strip()
 
 
-@register_eval("probes", ProbeParams)
+@register_eval("probes", ProbeParams, metrics=("accuracy*",))
 def probes(ctx: EvalContext, params: ProbeParams) -> EvalResult:
     """Letter counting, spelling, reversal, addition, multiplication: exact match of the greedy answer."""
     if params.memorize:

@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 
 from archlab.config import Config
-from archlab.evals.base import EvalContext, EvalResult, register_eval, write_jsonl
+from archlab.evals.base import EvalContext, EvalResult, register_eval
 
 
 class SampleParams(Config):
@@ -15,7 +15,7 @@ class SampleParams(Config):
     max_new_tokens: int = Field(48, ge=1, description="tokens generated per prompt")
 
 
-@register_eval("generate_samples", SampleParams)
+@register_eval("generate_samples", SampleParams, metrics=("samples",))
 def generate_samples(ctx: EvalContext, params: SampleParams) -> EvalResult:
     """Greedy completions of fixed prompts, written to samples.jsonl with their references."""
     if params.prompts is not None:
@@ -39,5 +39,5 @@ def generate_samples(ctx: EvalContext, params: SampleParams) -> EvalResult:
             )
         completion = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
         rows.append({**case, "completion": completion})
-    write_jsonl(ctx.run_dir / "samples.jsonl", rows)
+    ctx.run.write_samples(rows)
     return EvalResult(metrics={"samples": float(len(rows))}, n=len(rows), details={"file": "samples.jsonl"})

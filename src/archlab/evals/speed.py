@@ -45,7 +45,11 @@ def _bytes_of(ctx: EvalContext, ids: torch.Tensor) -> int:
     return int(byte_lengths(ctx.tokenizer)[ids.flatten().cpu()].sum())
 
 
-@register_eval("speed", SpeedParams)
+SPEED_METRICS = ("train_tokens_per_second", "train_bytes_per_second", "generate_tokens_per_second",
+                 "generate_bytes_per_second", "latency_ms_per_token")
+
+
+@register_eval("speed", SpeedParams, metrics=SPEED_METRICS)
 def speed(ctx: EvalContext, params: SpeedParams) -> EvalResult:
     """Training and generation tokens/s and bytes/s, per-token latency, measured at a stated length."""
     model, device = ctx.model, ctx.device
@@ -97,7 +101,7 @@ class MemoryParams(Config):
     batch_size: int = Field(4, ge=1, description="batch size of the measured training step")
 
 
-@register_eval("memory", MemoryParams)
+@register_eval("memory", MemoryParams, metrics=("peak_memory_mb", "parameter_memory_mb"))
 def memory(ctx: EvalContext, params: MemoryParams) -> EvalResult:
     """Peak memory of one forward+backward: CUDA peak allocated on GPU, peak RSS of the process on CPU."""
     device = ctx.device

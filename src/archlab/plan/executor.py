@@ -35,7 +35,7 @@ def run_local(specs: list[RunSpec], store: RunStore, console: Console | None = N
         overall = progress.add_task(f"plan ({len(specs)} runs)", total=len(specs), info="")
         for spec in specs:
             run = store.run(spec.id)
-            if run.status().get("status") == "done":
+            if run.is_done():
                 outcome = Outcome(spec.id, "done", "already done")
             else:
                 outcome = run_one(spec.config, run, [RichProgress(progress, f"  {spec.id}")])
@@ -67,7 +67,7 @@ def run_ray(specs: list[RunSpec], store: RunStore, console: Console | None = Non
     pending = {}
     for spec in specs:
         run = store.run(spec.id)
-        if run.status().get("status") == "done":
+        if run.is_done():
             outcomes[spec.id] = Outcome(spec.id, "done", "already done")
         else:
             pending[task.remote(spec.config.to_dict(), str(run.path.resolve()))] = spec.id

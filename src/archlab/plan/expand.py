@@ -7,15 +7,17 @@ changed runs new ids (old results stay) and re-running skips what is done.
 from __future__ import annotations
 
 import itertools
-import re
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from archlab.config import config_hash, deep_merge, expand_dotted, flatten, get_dotted
 from archlab.errors import ArchlabError, did_you_mean
+from archlab.files import slug as _slug
 from archlab.plan.schema import Block, PlanConfig, RunConfig
 
 DEFAULT_SECTION = "Runs"
+DEFAULT_MAX_RUNS = 500  # a typo'd matrix of 10 axes x 10 values is 10^10 runs; say so before building them
 
 
 @dataclass
@@ -29,10 +31,6 @@ class RunSpec:
     @property
     def title(self) -> str:
         return self.name or " · ".join(self.labels.values()) or self.id
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9._-]+", "_", text).strip("_-")[:80] or "run"
 
 
 def _label(value: Any) -> str:
@@ -121,13 +119,21 @@ class Expander:
         return runs
 
 
-def expand(plan: PlanConfig, profile: str | None = None, overrides: dict[str, Any] | None = None) -> list[RunSpec]:
-    """All runs of ``plan``, in plan order; identical configs are one run listed in every section that asks."""
+def expand(plan: PlanConfig, profile: str | None = None, overrides: dict[str, Any] | None = None,
+           max_runs: int = DEFAULT_MAX_RUNS) -> list[RunSpec]:
+    """All runs of ``plan``, in plan order; identical configs are one run listed in every section that asks.
+
+    Raises ``ArchlabError`` before building anything when the blocks multiply out to more than ``max_runs``.
+    """
     expander = Expander(plan, profile, overrides or {})
     blocks = [Block(matrix=plan.matrix, section=plan.section)] if plan.matrix else []
     blocks += plan.include
     if not blocks:
         raise ArchlabError(f"plan '{plan.name}' has no runs: its matrix is empty and it has no include blocks")
+    planned = sum(math.prod(len(v) if isinstance(v, list) else 1 for v in b.matrix.values()) for b in blocks)
+    if planned > max_runs:
+        raise ArchlabError(f"plan '{plan.name}' expands to {planned:,} runs, more than the limit of {max_runs}; "
+                           f"shrink its matrix or pass --max-runs {planned}")
     specs: dict[str, RunSpec] = {}
     names: dict[str, str] = {}
     for block in blocks:

@@ -1,30 +1,27 @@
 """One run end to end: data -> model -> train -> evals, recorded in its run folder.
 
 Failures are recorded, not raised: a bad run is marked failed/diverged with a one-line message and the
-executor moves on; Ctrl-C leaves the run resumable (status pending, last checkpoint kept).
+executor moves on; Ctrl-C or SIGTERM leaves the run resumable (status pending, last checkpoint kept).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from accelerate.utils import set_seed
 from transformers import AutoModelForCausalLM
 
 from archlab.data import build_data
-from archlab.errors import ArchlabError
-from archlab.evals import EvalContext, run_eval
-from archlab.graft import apply_graft
-from archlab.models.spec import build_model
+from archlab.errors import ArchlabError, Terminated
+from archlab.evals import run_eval
+from archlab.files import disk_full
+from archlab.plan.build import build_run_model, eval_context
 from archlab.plan.schema import RunConfig
-from archlab.plan.store import RunDir, atomic_write, environment, try_lock
+from archlab.plan.store import RunDir, environment, try_lock
 from archlab.train import Callback, Diverged, Trainer
-from archlab.train.checkpoint import load_latest
-
-MODEL_DIR = "model"
+from archlab.train.checkpoint import load_latest, remove_partial_saves
 
 
 @dataclass
@@ -45,48 +42,51 @@ def run_one(config: RunConfig, run: RunDir, callbacks: list[Callback] | None = N
 
 
 def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Outcome:
-    if run.status().get("status") == "done":
+    if run.is_done():
         return Outcome(run.id, "done", "already done")
+    remove_partial_saves(run.checkpoints)  # left by a kill during a save; we hold the run's lock
     run.write_config(config.to_dict())
-    atomic_write(run.path / "env.json", json.dumps(environment(), indent=1))
+    run.write_env(environment())
     run.set_status("running")
     trainer = None
     try:
-        set_seed(config.train.seed)
-        data = build_data(config.data)
-        model = build_model(config.model, vocab_size=len(data.tokenizer))
-        if config.graft is not None:
-            model = apply_graft(model, config.graft)
-        # frozen weights of a pretrained base are re-read from its files, so checkpoints skip them
-        trainer = Trainer(model, data, config.train, run.path, callbacks=callbacks,
-                          checkpoint_frozen=config.model.pretrained is None)
-        state = trainer.fit()
-        model = trainer.unwrapped
-        if exports_model(config):
-            model.save_pretrained(run.path / MODEL_DIR)
-            data.tokenizer.save_pretrained(run.path / MODEL_DIR)
-        ctx = EvalContext(model, data.tokenizer, data, run.path, seed=config.train.seed,
-                          batch_size=config.train.per_device_eval_batch_size)
-        for spec in config.eval:
-            run_eval(spec, ctx)
-    except KeyboardInterrupt:
+        with run.heartbeat():
+            data = build_data(config.data)
+            # frozen weights of a pretrained base are re-read from its files, so checkpoints skip them
+            trainer = Trainer(build_run_model(config, len(data.tokenizer)), data, config.train, run.path,
+                              callbacks=callbacks, checkpoint_frozen=config.model.pretrained is None)
+            state = trainer.fit()
+            model = trainer.unwrapped
+            if exports_model(config):
+                model.save_pretrained(run.model_dir)
+                data.tokenizer.save_pretrained(run.model_dir)
+            ctx = eval_context(model, data, run, config)
+            for spec in config.eval:
+                run_eval(spec, ctx)
+    except KeyboardInterrupt as exc:
         step = trainer.state.step if trainer else 0
-        run.set_status("pending", step=step, message=f"interrupted at step {step}; run again to resume")
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        _final_status(run, "pending", step=step, message=f"{how} at step {step}; run again to resume")
         raise
     except Diverged as exc:
-        run.set_status("diverged", step=trainer.state.step if trainer else 0, message=str(exc))
-        return Outcome(run.id, "diverged", str(exc))
+        return _final_status(run, "diverged", step=trainer.state.step if trainer else 0, message=str(exc))
     except ArchlabError as exc:
-        run.set_status("failed", message=str(exc))
-        return Outcome(run.id, "failed", str(exc))
+        return _final_status(run, "failed", message=str(exc))
     except Exception as exc:  # record anything else with its traceback, keep the other runs going
-        (run.path / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
-        message = f"{type(exc).__name__}: {exc} (traceback in {run.path / 'error.log'})"
-        run.set_status("failed", message=message)
-        return Outcome(run.id, "failed", message)
-    run.set_status("done", step=state.step, stop_reason=state.stop_reason, skipped_steps=state.skipped_steps,
-                   oom_backoffs=state.oom_backoffs)
-    return Outcome(run.id, "done", state.stop_reason)
+        if disk_full(exc):
+            return _final_status(run, "failed", message=f"disk full: no space left on the device holding "
+                                 f"{run.path} ({exc.filename or exc}); free space and run again to resume")
+        where = f"traceback in {run.error_log}" if run.record_error(traceback.format_exc()) \
+            else "the traceback could not be written"
+        return _final_status(run, "failed", message=f"{type(exc).__name__}: {exc} ({where})")
+    return _final_status(run, "done", step=state.step, message=state.stop_reason, stop_reason=state.stop_reason,
+                         skipped_steps=state.skipped_steps, oom_backoffs=state.oom_backoffs)
+
+
+def _final_status(run: RunDir, status: str, message: str = "", **extra) -> Outcome:
+    with contextlib.suppress(OSError):  # a full disk must not hide the reason behind a second traceback
+        run.set_status(status, message=message, **extra)
+    return Outcome(run.id, status, message)
 
 
 def exports_model(config: RunConfig) -> bool:
@@ -96,30 +96,27 @@ def exports_model(config: RunConfig) -> bool:
 
 
 def load_trained_model(run: RunDir, config: RunConfig, vocab_size: int):
-    if (run.path / MODEL_DIR).exists():
-        return AutoModelForCausalLM.from_pretrained(run.path / MODEL_DIR)
-    set_seed(config.train.seed)
-    model = build_model(config.model, vocab_size=vocab_size)
-    if config.graft is not None:
-        model = apply_graft(model, config.graft)
-    if load_latest(run.path / "checkpoints", model) is None:
-        raise ArchlabError(f"{run.path} has no checkpoint to evaluate (status: {run.status().get('status')})")
+    if run.model_dir.exists():
+        return AutoModelForCausalLM.from_pretrained(run.model_dir)
+    model = build_run_model(config, vocab_size)
+    restored = load_latest(run.checkpoints, model, include_frozen=config.model.pretrained is None,
+                           trainer_state=False)
+    if restored is None:
+        raise ArchlabError(f"{run.path} has no usable checkpoint to evaluate (status: {run.status().get('status')})")
     return model
 
 
 def evaluate_run_dir(run_dir: Path, names: list[str] | None = None) -> list[dict]:
     """Re-run evals on a finished run folder (its config.yaml and exported model)."""
     run = RunDir(run_dir)
-    if not (run.path / "config.yaml").exists():
+    if not run.has_config():
         raise ArchlabError(f"{run_dir} is not a run folder (no config.yaml); pass runs/<plan>/<run-id>")
-    config = RunConfig.parse(run.read_config(), where=str(run_dir / "config.yaml"))
+    config = RunConfig.parse(run.read_config(), where=str(run.path / RunDir.CONFIG))
     from archlab.evals import EvalSpec
 
     configured = {spec.name: spec for spec in config.eval}
     # an eval named on the command line keeps the parameters the run's config gives it
     specs = config.eval if not names else [configured.get(n) or EvalSpec.model_validate(n) for n in names]
     data = build_data(config.data)
-    model = load_trained_model(run, config, len(data.tokenizer))
-    ctx = EvalContext(model, data.tokenizer, data, run.path, seed=config.train.seed,
-                      batch_size=config.train.per_device_eval_batch_size)
+    ctx = eval_context(load_trained_model(run, config, len(data.tokenizer)), data, run, config)
     return [run_eval(spec, ctx) for spec in specs]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from archlab.config import Config
 from archlab.data import DataConfig
 from archlab.evals import EvalSpec
+from archlab.files import SLUG_RULE, is_slug
 from archlab.graft import GraftConfig
 from archlab.models.spec import ModelConfig
 from archlab.train import TrainConfig
@@ -73,3 +74,11 @@ class PlanConfig(Config):
     )
     headline: str = Field("loss.loss", description="<eval>.<metric> charted and compared to the baseline")
     lower_is_better: bool = Field(True, description="direction of the headline metric")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_slug(cls, name: str) -> str:
+        if not is_slug(name):
+            raise ValueError(f"a plan name becomes a folder under the runs root, so it must be a slug: {SLUG_RULE} "
+                             f"(e.g. my_plan)")
+        return name

@@ -1,73 +1,33 @@
-"""The run store: runs/<plan>/<run-id>/ with config.yaml, status.json (atomic), a lock, env.json."""
+"""The run store: runs/<plan>/ holding one ``RunDir`` per run, the run lock, and the environment record."""
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import os
 import platform
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
 from filelock import FileLock, Timeout
 
-STATUSES = ("pending", "running", "done", "failed", "diverged")
+from archlab.files import inside
+from archlab.rundir import STATUSES, RunDir
 
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class RunDir:
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    @property
-    def id(self) -> str:
-        return self.path.name
-
-    def status(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.path / "status.json").read_text())
-        except (OSError, ValueError):
-            return {"status": "pending"}
-
-    def set_status(self, status: str, **extra: Any) -> None:
-        assert status in STATUSES, status
-        record = {"status": status, "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra}
-        atomic_write(self.path / "status.json", json.dumps(record, indent=1))
-
-    def write_config(self, config: dict[str, Any]) -> None:
-        atomic_write(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-
-    def read_config(self) -> dict[str, Any]:
-        return yaml.safe_load((self.path / "config.yaml").read_text())
-
-    def lock(self) -> FileLock:
-        self.path.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.path / ".lock"), timeout=0)
-
-    def eval_results(self) -> dict[str, dict[str, Any]]:
-        out = {}
-        for file in sorted((self.path / "eval").glob("*.json")):
-            try:
-                out[file.stem] = json.loads(file.read_text())
-            except ValueError:
-                continue
-        return out
+__all__ = ["STATUSES", "RunDir", "RunStore", "environment", "try_lock"]
 
 
 class RunStore:
+    """runs/<plan>/: one ``RunDir`` per run id; every path is checked to stay under the runs root."""
+
     def __init__(self, root: Path | str, plan_name: str):
-        self.root = Path(root) / plan_name
+        self.root = inside(root, plan_name) if plan_name else Path(root)
 
     def run(self, run_id: str) -> RunDir:
-        return RunDir(self.root / run_id)
+        return RunDir(inside(self.root, run_id))
+
+    def file(self, *parts: str) -> Path:
+        """A plan-level output (REPORT.md, plots/...), refused if it would leave the plan folder."""
+        return inside(self.root, *parts)
 
 
 def try_lock(run: RunDir) -> FileLock | None:

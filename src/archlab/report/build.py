@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import html
-import re
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from archlab.errors import ArchlabError
+from archlab.files import atomic_write, inside, slug
 from archlab.plan import PlanConfig, RunSpec, RunStore, find_baseline
-from archlab.plan.store import atomic_write
 from archlab.report.collect import RunRow, collect
 from archlab.report.eval_views import eval_views
 from archlab.report.plots import headline_bars, loss_curves
 from archlab.report.tables import section_table, to_markdown
-
-
-def _file_slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "runs"
 
 
 def sections_of(rows: list[RunRow]) -> dict[str, list[RunRow]]:
@@ -38,7 +33,7 @@ def write_report(plan: PlanConfig, specs: list[RunSpec], store: RunStore, profil
     except ArchlabError as exc:
         base_spec, baseline_note = None, f"Note: {exc}; deltas are left out.\n"
     baseline = next((r for r in rows if r.spec is base_spec), None)
-    plots = store.root / "plots"
+    plots = store.file("plots")
     lines = [f"# {plan.name}", ""]
     if plan.description:
         lines += [plan.description.strip(), ""]
@@ -54,9 +49,10 @@ def write_report(plan: PlanConfig, specs: list[RunSpec], store: RunStore, profil
     html_parts = [f"<h1>{html.escape(plan.name)}</h1><p>{html.escape(plan.description)}</p>"]
     for title, section_rows in sections_of(rows).items():
         table = section_table(plan, section_rows, baseline)
-        slug = _file_slug(title)
-        curve = loss_curves(section_rows, plots / f"loss_{slug}.png", f"{plan.name}: {title}")
-        bars = headline_bars(section_rows, plan.headline, plots / f"{slug}_headline.png", f"{title}: {plan.headline}")
+        name = slug(title.lower(), fallback="runs")
+        curve = loss_curves(section_rows, inside(plots, f"loss_{name}.png"), f"{plan.name}: {title}")
+        bars = headline_bars(section_rows, plan.headline, inside(plots, f"{name}_headline.png"),
+                             f"{title}: {plan.headline}")
         lines += [f"## {title}", "", to_markdown(table), ""]
         for image in (curve, bars):
             if image is not None:
@@ -71,9 +67,9 @@ def write_report(plan: PlanConfig, specs: list[RunSpec], store: RunStore, profil
                           + "".join(f"<img src='plots/{p.name}' style='max-width:48%'>" for p in images))
     lines += ["## Runs", "", "| Run id | Sections | Status |", "|---|---|---|"]
     lines += [f"| `{r.spec.id}` | {', '.join(r.spec.sections)} | {r.status} |" for r in rows]
-    report = store.root / "REPORT.md"
+    report = store.file("REPORT.md")
     atomic_write(report, "\n".join(lines) + "\n")
-    atomic_write(store.root / "report.html", "<html><body style='font-family:sans-serif'>" + "".join(html_parts)
+    atomic_write(store.file("report.html"), "<html><body style='font-family:sans-serif'>" + "".join(html_parts)
                  + "</body></html>\n")
     return report
 

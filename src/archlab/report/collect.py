@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archlab.plan import PlanConfig, RunSpec, RunStore
-from archlab.train import MetricsLog
 
-STATUS_MARK = {"done": "✅", "running": "🔄", "pending": "⏳", "failed": "⚠️", "diverged": "⚠️"}
+STATUS_MARK = {"done": "✅", "running": "🔄", "pending": "⏳", "interrupted": "⏸️", "failed": "⚠️", "diverged": "⚠️"}
 
 
 @dataclass
@@ -43,7 +42,7 @@ def collect(plan: PlanConfig, specs: list[RunSpec], store: RunStore) -> list[Run
     for spec in specs:
         run = store.run(spec.id)
         status = run.status()
-        records = MetricsLog(run.path / "metrics.jsonl").read()
+        records = run.metrics.read()
         rows.append(
             RunRow(
                 spec=spec,

@@ -17,14 +17,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from archlab.files import inside, slug  # noqa: E402
 from archlab.report.collect import RunRow  # noqa: E402
 from archlab.report.tables import fmt, to_markdown  # noqa: E402
 
 Section = tuple[str, str, list[Path]]
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:60] or "run"
+def _plot_file(plots: Path, prefix: str, run_id: str) -> Path:
+    return inside(plots, f"{prefix}_{slug(run_id.lower(), 60)}.png")
 
 
 def _cell(payload: dict, key: str, digits: int = 3) -> str:
@@ -75,7 +76,7 @@ def niah_view(rows: list[RunRow], plots: Path) -> Section | None:
         body.append([row.spec.title, str(p["n"]), _cell(p, "rank_accuracy"), _cell(p, "exact_match"),
                      *[fmt(p["metrics"].get(f"rank_accuracy@{n}"), 3) for n in lengths],
                      fmt(p["details"].get("chance_rank_accuracy"), 3)])
-        images.append(niah_heatmap(p["details"]["grid"], plots / f"niah_{_slug(row.spec.id)}.png", row.spec.title))
+        images.append(niah_heatmap(p["details"]["grid"], _plot_file(plots, "niah", row.spec.id), row.spec.title))
     return "Needle in a haystack", to_markdown([header, *body]), images
 
 
@@ -125,7 +126,7 @@ def continual_view(rows: list[RunRow], plots: Path) -> Section | None:
                      *[fmt(m.get(f"loss_memorize/{n}")) for n in names], fmt(m.get("forgetting_mean"))])
         key = "matrix_memorize" if "matrix_memorize" in p["details"] else "matrix"
         images.append(forgetting_matrix(p["details"][key]["loss"], names,
-                                        plots / f"forgetting_{_slug(row.spec.id)}.png", row.spec.title))
+                                        _plot_file(plots, "forgetting", row.spec.id), row.spec.title))
     note = "\n\nRows: after memorizing segment i; columns: held-out loss of segment j (never memorized)."
     return "Continual learning (forgetting)", to_markdown([header, *body]) + note, images
 
@@ -165,7 +166,7 @@ def multilingual_view(rows: list[RunRow], plots: Path) -> Section | None:
     ax.set_ylabel("bits per byte (lower is better)")
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
-    image = _save(fig, plots / "bpb_by_language.png")
+    image = _save(fig, inside(plots, "bpb_by_language.png"))
     return "Bits per byte by language and domain", to_markdown([header, *body]), [image]
 
 

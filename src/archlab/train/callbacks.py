@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from archlab.rundir import MetricsLog
 
 if TYPE_CHECKING:
     from archlab.train.loop import Trainer
@@ -20,35 +19,11 @@ class Callback:
     def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
     def on_evaluate(self, trainer: Trainer, metrics: dict[str, Any]) -> None: ...
     def on_train_end(self, trainer: Trainer) -> None: ...
+    def on_event(self, trainer: Trainer, message: str) -> None:
+        """A notice worth a person's attention (resumed from a checkpoint, a corrupt one skipped, ...)."""
 
 
-class MetricsLog:
-    """metrics.jsonl: one JSON object per line, appended and flushed as it happens."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def append(self, record: dict[str, Any]) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill mid-write
-        return out
-
-    def truncate_after(self, step: int) -> None:
-        """Drop records logged after ``step`` (they will be logged again by the resumed run)."""
-        kept = [r for r in self.read() if r.get("step", 0) <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+__all__ = ["Callback", "MetricsLog", "RichProgress"]
 
 
 class RichProgress(Callback):
@@ -72,3 +47,6 @@ class RichProgress(Callback):
 
     def on_train_end(self, trainer: Trainer) -> None:
         self.progress.update(self.task, completed=trainer.state.step)
+
+    def on_event(self, trainer: Trainer, message: str) -> None:
+        self.progress.console.print(f"{self.description.strip()}: {message}", soft_wrap=True, markup=False)

@@ -24,8 +24,9 @@ from transformers import get_scheduler
 from archlab.data import DataBundle, EpochSampler
 from archlab.errors import ArchlabError
 from archlab.models.scoring import LossTotals, score_batch
+from archlab.rundir import RunDir
 from archlab.train import checkpoint as ckpt
-from archlab.train.callbacks import Callback, MetricsLog
+from archlab.train.callbacks import Callback
 from archlab.train.config import TrainConfig
 from archlab.train.optim import build_optimizer
 from archlab.train.schedules import build_schedule, set_model_attribute
@@ -81,9 +82,9 @@ class Trainer:
         self.accelerator = accelerator or Accelerator(
             mixed_precision=mixed, log_with=cfg.report_to or None, project_dir=str(self.run_dir)
         )
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
-        self.checkpoint_dir = self.run_dir / "checkpoints"
-        _apply_trainable(model, cfg.trainable)
+        self.metrics = RunDir(self.run_dir).metrics
+        self.checkpoint_dir = RunDir(self.run_dir).checkpoints
+        apply_trainable(model, cfg.trainable)
         if cfg.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable()
         self.schedules = {name: build_schedule(spec) for name, spec in cfg.schedules.items()}
@@ -125,8 +126,12 @@ class Trainer:
         }
 
     def _resume(self) -> None:
-        restored = ckpt.load_latest(self.checkpoint_dir, self.unwrapped, warn=self._warn)
+        restored = ckpt.load_latest(self.checkpoint_dir, self.unwrapped, warn=self._warn,
+                                    include_frozen=self.checkpoint_frozen)
         if restored is None:
+            if ckpt.list_checkpoints(self.checkpoint_dir):
+                self._warn("no usable checkpoint: training starts again from step 0")
+            self.metrics.truncate_after(0)  # a fresh start must not log its steps a second time
             return
         saved = restored.trainer_state
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -153,6 +158,7 @@ class Trainer:
 
     def _warn(self, message: str) -> None:
         self.metrics.append({"step": self.state.step, "event": message})
+        self._emit("on_event", message)
 
     def _emit(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
@@ -325,7 +331,7 @@ def validation_loss(model: nn.Module, data: DataBundle, batch_size: int, max_exa
     return totals
 
 
-def _apply_trainable(model: nn.Module, patterns: list[str] | None) -> None:
+def apply_trainable(model: nn.Module, patterns: list[str] | None) -> None:
     if patterns is None:
         return
     matched = 0

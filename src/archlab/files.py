@@ -1,0 +1,61 @@
+"""The bottom layer of everything archlab writes: slugs, paths that stay under their root, atomic writes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from archlab.errors import ArchlabError
+
+SLUG_RULE = "letters, digits, '.', '_' and '-', starting and ending with a letter or digit"
+_SLUG = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def slug(text: str, limit: int = 80, fallback: str = "run") -> str:
+    """``text`` as a file name: runs of other characters become '_', no leading/trailing '.', '_' or '-'."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._-")
+    return cleaned[:limit].strip("._-") or fallback
+
+
+def is_slug(text: str) -> bool:
+    return bool(_SLUG.fullmatch(text))
+
+
+def inside(root: Path | str, *parts: str | Path) -> Path:
+    """``root / parts``, refused unless it resolves (symlinks followed) to a path under ``root``."""
+    root = Path(root)
+    path = root.joinpath(*parts)
+    resolved_root = root.resolve()
+    if not path.resolve().is_relative_to(resolved_root) or path.resolve() == resolved_root and parts:
+        raise ArchlabError(f"refusing to write {path}: it is not inside {root} (names must be {SLUG_RULE})")
+    return path
+
+
+def atomic_write(path: Path, data: str | bytes | Callable[[Path], None]) -> None:
+    """Write ``path`` all at once: readers see the old file or the new one, never half of it.
+
+    ``data`` is text, bytes, or a function that writes a given temporary path (e.g. ``torch.save``). On
+    failure the temporary file is removed, so a full disk leaves no empty or partial file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if callable(data):
+            data(tmp)
+        elif isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL
