@@ -34,18 +34,19 @@ Overrides = Annotated[list[str] | None, typer.Argument(help="dotted key=value ov
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="plan profile (e.g. smoke, full)")]
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="root of the run store", envvar="ARCHLAB_RUNS")]
 PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="plan YAML file")]
-MaxRunsOpt = Annotated[int, typer.Option("--max-runs", min=1, help="refuse plans that expand to more runs")]
-DEFAULT_MAX_RUNS = 500
+MaxRunsOpt = Annotated[int | None, typer.Option("--max-runs", min=1, help="refuse plans that expand to more runs "
+                                                 "than this (default 500: archlab.plan.expand.DEFAULT_MAX_RUNS)")]
 
 
-def _load(plan_path: Path, profile: str | None, overrides: list[str] | None, max_runs: int = DEFAULT_MAX_RUNS,
+def _load(plan_path: Path, profile: str | None, overrides: list[str] | None, max_runs: int | None = None,
           check: bool = True):
     """Load and expand a plan, say how many runs it has, then check them all (see archlab.plan.validate)."""
     from archlab.config import parse_overrides
     from archlab.plan import expand, load_plan
 
     plan = load_plan(plan_path)
-    specs = expand(plan, profile, parse_overrides(overrides or []), max_runs=max_runs)
+    limit = {"max_runs": max_runs} if max_runs else {}
+    specs = expand(plan, profile, parse_overrides(overrides or []), **limit)
     if check:
         from archlab.plan.validate import validate_plan
 
@@ -66,7 +67,7 @@ def run(
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one)")] = None,
     cpus_per_run: Annotated[float, typer.Option(help="ray: CPUs requested per run")] = 1,
     gpus_per_run: Annotated[float, typer.Option(help="ray: GPUs requested per run")] = 0,
-    max_runs: MaxRunsOpt = DEFAULT_MAX_RUNS,
+    max_runs: MaxRunsOpt = None,
 ) -> None:
     """Train and evaluate every run of a plan (skipping done ones, resuming unfinished), then report."""
     from archlab.plan import RunStore
@@ -96,7 +97,7 @@ def run(
 @app.command("plan")
 def plan_cmd(
     plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = Path("runs"),
-    max_runs: MaxRunsOpt = DEFAULT_MAX_RUNS,
+    max_runs: MaxRunsOpt = None,
 ) -> None:
     """List the runs a plan expands to (id, labels, sections, status) after checking every one of them."""
     from archlab.plan import RunStore
@@ -115,7 +116,7 @@ def plan_cmd(
 @app.command()
 def report(
     plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = Path("runs"),
-    max_runs: MaxRunsOpt = DEFAULT_MAX_RUNS,
+    max_runs: MaxRunsOpt = None,
 ) -> None:
     """Write runs/<plan>/REPORT.md, plots/*.png and report.html from what the runs wrote."""
     from archlab.plan import RunStore
@@ -233,12 +234,12 @@ def _click_exceptions():
     return importlib.import_module(group_base.__module__.rpartition(".")[0] + ".exceptions")
 
 
+_received: list[int] = []  # typer turns any KeyboardInterrupt into Exit(130); this says it was SIGTERM
+
+
 def _on_sigterm(signum, frame) -> None:
     _received.append(signum)
     raise Terminated()
-
-
-_received: list[int] = []  # typer turns any KeyboardInterrupt into Exit(130); this says it was SIGTERM
 
 
 def _one_line(text: str) -> str:
