@@ -14,7 +14,7 @@ import os
 import random
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,6 @@ class Restored:
     step: int
     trainer_state: dict[str, Any] | None
     path: Path
-    skipped: list[str] = field(default_factory=list)  # newer checkpoints passed over, with the reason
 
 
 def _sha256(path: Path) -> str:
@@ -147,16 +146,14 @@ def load_latest(folder: Path, model: nn.Module, warn: Callable[[str], None] = pr
     (an empty or truncated file never leaves a model half random) and nothing the model lacks, and, with
     ``trainer_state``, a readable trainer state. Each unusable one is reported through ``warn``.
     """
-    skipped = []
     for path in reversed(list_checkpoints(folder)):
         try:
             tensors, state, step = _read(path, model, include_frozen, trainer_state)
         except Unusable as exc:
-            skipped.append(f"{path.name} ({exc})")
             warn(f"checkpoint {path.name} is corrupt or unusable ({exc}); trying the previous one")
             continue
         model.load_state_dict(tensors, strict=False)
-        return Restored(step=step, trainer_state=state, path=path, skipped=skipped)
+        return Restored(step=step, trainer_state=state, path=path)
     return None
 
 

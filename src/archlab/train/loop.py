@@ -82,8 +82,8 @@ class Trainer:
         self.accelerator = accelerator or Accelerator(
             mixed_precision=mixed, log_with=cfg.report_to or None, project_dir=str(self.run_dir)
         )
-        self.metrics = RunDir(self.run_dir).metrics
-        self.checkpoint_dir = RunDir(self.run_dir).checkpoints
+        run = RunDir(self.run_dir)
+        self.metrics, self.checkpoint_dir = run.metrics, run.checkpoints
         apply_trainable(model, cfg.trainable)
         if cfg.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable()
