@@ -29,8 +29,8 @@ def inside(root: Path | str, *parts: str | Path) -> Path:
     """``root / parts``, refused unless it resolves (symlinks followed) to a path under ``root``."""
     root = Path(root)
     path = root.joinpath(*parts)
-    resolved_root = root.resolve()
-    if not path.resolve().is_relative_to(resolved_root) or path.resolve() == resolved_root and parts:
+    resolved, resolved_root = path.resolve(), root.resolve()
+    if not resolved.is_relative_to(resolved_root) or (parts and resolved == resolved_root):
         raise ArchlabError(f"refusing to write {path}: it is not inside {root} (names must be {SLUG_RULE})")
     return path
 
