@@ -27,6 +27,7 @@ from archlab.models.scoring import LossTotals, score_batch
 from archlab.train import checkpoint as ckpt
 from archlab.train.callbacks import Callback, MetricsLog
 from archlab.train.config import TrainConfig
+from archlab.train.objectives import causal_lm_sum, scored_tokens, token_weight
 from archlab.train.optim import build_optimizer
 from archlab.train.schedules import build_schedule, set_model_attribute
 
@@ -100,6 +101,9 @@ class Trainer:
             rank=self.accelerator.process_index,
             world_size=self.accelerator.num_processes,
         )
+        if not any(bool((labels[1:] != -100).any()) for labels in data.train.labels):
+            raise ArchlabError("no training example has a token to score (every label is -100); check "
+                               "data.mask_prompt and the data's completions")
         total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * self.sampler.batches_per_epoch)
         self.state = TrainState(total, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps)
         self._last_grad_norm = 0.0
@@ -218,19 +222,26 @@ class Trainer:
     def _accumulate_and_step(self, indices: list[int]) -> tuple[float | None, int]:
         size = self.state.micro_batch_size
         micro = [self.data.batch(self.data.train, indices[i : i + size]) for i in range(0, len(indices), size)]
-        total_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
+        counts = [scored_tokens(b) for b in micro]
+        global_tokens = int(self._sum_over_ranks(sum(counts)))
+        if global_tokens == 0:
+            self._warn(f"step {self.state.step + 1}: no scored token in its examples (every label -100); skipped")
+            return None, 0
+        weight = token_weight(global_tokens, self.accelerator.num_processes)
+        distributed = self.accelerator.num_processes > 1
         self.model.train()
-        loss_sum = 0.0
-        for i, batch in enumerate(micro):
-            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
-            tokens = int((batch["labels"][:, 1:] != -100).sum())
+        summed = 0.0
+        for i, (batch, tokens) in enumerate(zip(micro, counts, strict=True)):
             sync = i == len(micro) - 1
+            if tokens == 0 and not (sync and distributed):
+                continue  # nothing scored (e.g. a fully masked prompt); a rank's last one still joins the all-reduce
+            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
             ctx = self.accelerator.no_sync(self.model) if not sync else contextlib.nullcontext()
             with ctx, self.accelerator.autocast():
-                out = self.model(**batch)
-                loss = out.loss * (tokens / max(total_tokens, 1))
-                self.accelerator.backward(loss)
-            loss_sum += float(loss.detach())
+                loss = causal_lm_sum(self.model, batch, tokens)
+                self.accelerator.backward(loss * weight)
+            summed += float(loss.detach())
+        loss_sum = self._sum_over_ranks(summed) / global_tokens
         grad_norm = float("nan")
         if math.isfinite(loss_sum):
             if self.cfg.max_grad_norm > 0:
@@ -251,7 +262,13 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._last_grad_norm = grad_norm
-        return loss_sum, total_tokens
+        return loss_sum, global_tokens
+
+    def _sum_over_ranks(self, value: float) -> float:
+        if self.accelerator.num_processes == 1:
+            return value
+        total = torch.tensor(value, dtype=torch.float64, device=self.accelerator.device)
+        return float(self.accelerator.reduce(total, reduction="sum"))
 
     def _non_finite(self, loss: float) -> tuple[None, int]:
         what = f"loss became {loss}" if not math.isfinite(loss) else "gradient norm became non-finite"
