@@ -162,3 +162,26 @@ def test_pretokenized_rows_are_used_as_they_are(tmp_path):
     assert all(len(x) == 16 for x in data.train.input_ids)
     firsts = sorted(int(x[0]) for x in [*data.train.input_ids, *data.validation.input_ids])
     assert firsts == list(range(30))
+
+
+def test_prompt_masking_survives_group_packing():
+    from archlab.data.formatting import to_prompt_completion
+    from archlab.data.sources import load_records
+
+    cfg = DataConfig(source="embedded:instructions", tokenizer="embedded", packing="group", block_size=64,
+                     mask_prompt=True)
+    data = build_data(cfg, use_cache=False)
+    plain = build_data(cfg.model_copy(update={"mask_prompt": False}), use_cache=False)
+    assert all(torch.equal(a, b) for a, b in zip(data.train.input_ids, plain.train.input_ids, strict=True))
+    tok = data.tokenizer
+    pairs = [to_prompt_completion(r, "alpaca", "text", "plain") for r in load_records(cfg)["train"]]
+    prompt_tokens = sum(len(tok.encode(p, add_special_tokens=False)) for p, _ in pairs)
+    all_tokens = sum(len(tok.encode(p, add_special_tokens=False)) + len(tok.encode(c, add_special_tokens=False)) + 1
+                     for p, c in pairs)
+    labels = torch.stack(data.train.labels)
+    masked = float((labels == -100).float().mean())
+    # equal up to the tail the last full block cuts off
+    assert masked == pytest.approx(prompt_tokens / all_tokens, abs=cfg.block_size / all_tokens)
+    assert masked > 0.02
+    kept = labels != -100
+    assert torch.equal(labels[kept], torch.stack(data.train.input_ids)[kept])

@@ -22,7 +22,7 @@ from archlab.data.sources import load_records
 from archlab.data.tokenizers import load_tokenizer, token_byte_lengths, tokenizer_identity
 from archlab.errors import ArchlabError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: prompt masks inside packed blocks
 MIN_DOCS_FOR_DOCUMENT_SPLIT = 20
 
 
@@ -205,12 +205,16 @@ def _encode(pairs: list[tuple[str, str]], cfg: DataConfig, tok: PreTrainedTokeni
     bodies = tok([c for _, c in pairs], add_special_tokens=False)["input_ids"]
     if cfg.packing == "group":
         stream: list[int] = []
+        label_stream: list[int] = []  # the loss mask travels with the tokens into the packed blocks
         for p, c in zip(prompts, bodies, strict=True):
             stream.extend(p + c + [eos])
+            label_stream.extend(([-100] * len(p) if cfg.mask_prompt else p) + c + [eos])
         usable = (len(stream) // cfg.block_size) * cfg.block_size
-        blocks = torch.tensor(stream[:usable], dtype=torch.long).view(-1, cfg.block_size)
-        rows = list(blocks.unbind(0))
-        return (rows, rows)
+        rows = list(torch.tensor(stream[:usable], dtype=torch.long).view(-1, cfg.block_size).unbind(0))
+        if not cfg.mask_prompt:
+            return (rows, rows)
+        labels = torch.tensor(label_stream[:usable], dtype=torch.long).view(-1, cfg.block_size)
+        return (rows, list(labels.unbind(0)))
     ids_out, labels_out = [], []
     for p, c in zip(prompts, bodies, strict=True):
         ids = (p + c + [eos])[: cfg.max_length]
