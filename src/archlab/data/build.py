@@ -19,10 +19,15 @@ from archlab.config import config_hash
 from archlab.data.config import DataConfig
 from archlab.data.formatting import detect_format, to_prompt_completion
 from archlab.data.sources import load_records
-from archlab.data.tokenizers import load_tokenizer, token_byte_lengths, tokenizer_identity
+from archlab.data.tokenizers import (
+    leading_special_ids,
+    load_tokenizer,
+    token_byte_lengths,
+    tokenizer_identity,
+)
 from archlab.errors import ArchlabError
 
-CACHE_VERSION = 2  # 2: prompt masks inside packed blocks
+CACHE_VERSION = 2  # 2: prompt masks inside packed blocks; the tokenizer's leading specials per document
 MIN_DOCS_FOR_DOCUMENT_SPLIT = 20
 
 
@@ -201,7 +206,9 @@ def _encode(pairs: list[tuple[str, str]], cfg: DataConfig, tok: PreTrainedTokeni
     if not pairs:
         return ([], [])
     eos = tok.eos_token_id
-    prompts = tok([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
+    # every document starts as the tokenizer starts a text (BOS for Llama-style tokenizers), as in evaluation
+    lead = leading_special_ids(tok)
+    prompts = [lead + p for p in tok([p for p, _ in pairs], add_special_tokens=False)["input_ids"]]
     bodies = tok([c for _, c in pairs], add_special_tokens=False)["input_ids"]
     if cfg.packing == "group":
         stream: list[int] = []

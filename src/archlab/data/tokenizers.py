@@ -71,6 +71,26 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     return tok
 
 
+def leading_special_ids(tok: PreTrainedTokenizerBase) -> list[int]:
+    """The special tokens the tokenizer puts in front of every text by default (Llama's BOS; nothing for
+    GPT-2, Qwen or the embedded BPE)."""
+    with_special, without = tok.encode("a"), tok.encode("a", add_special_tokens=False)
+    for start in range(len(with_special) - len(without) + 1):
+        if with_special[start : start + len(without)] == without:
+            return list(with_special[:start])
+    return []
+
+
+def encode_document(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """``text`` as a model reads the start of a document, in training and in evaluation alike.
+
+    The policy is the tokenizer's own: its default leading special tokens (a BOS for Llama-style
+    tokenizers), then the text. Trailing specials are left to the caller (training appends EOS after
+    each document), so a tokenizer that also appends EOS by default does not end a prompt with it.
+    """
+    return leading_special_ids(tok) + list(tok.encode(text, add_special_tokens=False))
+
+
 def tokenizer_identity(tok: PreTrainedTokenizerBase) -> str:
     """A stable description of the tokenizer for cache keys."""
     return f"{type(tok).__name__}:{getattr(tok, 'name_or_path', '')}:{len(tok)}:{tok.eos_token_id}"

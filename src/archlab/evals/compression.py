@@ -20,7 +20,7 @@ from archlab.config import Config
 from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
 from archlab.evals.multilingual import Slice, slice_text
-from archlab.evals.ppl import byte_lengths, encode_text, utf8_prefix
+from archlab.evals.ppl import byte_lengths, utf8_prefix
 
 
 class CompressionParams(Config):
@@ -54,7 +54,8 @@ def compression(ctx: EvalContext, params: CompressionParams) -> EvalResult:
     metrics: dict[str, float | None] = {}
     items, total_bytes, total_patches, total_tokens, patched = [], 0, 0, 0, False
     for name in params.slices:
-        ids = encode_text(ctx.tokenizer, utf8_prefix(slice_text(name), params.max_bytes))
+        # the text's own tokens: a leading BOS would count as a token that packs no bytes
+        ids = list(ctx.tokenizer.encode(utf8_prefix(slice_text(name), params.max_bytes), add_special_tokens=False))
         lengths, patched = patch_lengths(ctx, ids, params.chunk_tokens)
         n_bytes = int(sizes[torch.tensor(ids, dtype=torch.long)].sum())
         metrics[f"bytes_per_patch/{name}"] = n_bytes / len(lengths)

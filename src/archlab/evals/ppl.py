@@ -7,7 +7,7 @@ from functools import lru_cache
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from archlab.data import token_byte_lengths
+from archlab.data import encode_document, token_byte_lengths
 from archlab.evals.base import EvalContext
 from archlab.evals.loglik import model_max_length, token_nlls
 from archlab.models.scoring import LossTotals
@@ -37,7 +37,8 @@ def stream_loss(ctx: EvalContext, ids: list[int], window: int, stride: int | Non
 
 
 def encode_text(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
-    return list(tok.encode(text, add_special_tokens=False))
+    """A document as training reads one (the tokenizer's leading specials, e.g. a BOS, then the text)."""
+    return encode_document(tok, text)
 
 
 def utf8_prefix(text: str, max_bytes: int) -> str:

@@ -43,12 +43,6 @@ def ids(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tok.encode(text, add_special_tokens=False))
 
 
-def leading_special_ids(tok: PreTrainedTokenizerBase) -> list[int]:
-    """What the tokenizer puts in front of every text (a BOS for Llama-style tokenizers, often nothing)."""
-    with_special, without = tok.encode("a"), tok.encode("a", add_special_tokens=False)
-    return list(with_special[: len(with_special) - len(without)]) if with_special[-len(without):] == without else []
-
-
 @dataclass
 class ItemScore:
     exact: bool
