@@ -64,6 +64,9 @@ def explain_validation_error(cls: type[BaseModel], exc: ValidationError, where: 
         return f"{prefix}unknown key '{key}'{hint}{more}"
     if err["type"] == "missing":
         return f"{prefix}missing required key '{key}'{more}"
+    if err["type"] == "value_error":  # a validator's own sentence: it names the keys, the input adds nothing
+        reason = str(err.get("ctx", {}).get("error", err["msg"]))
+        return f"{prefix}{key + ': ' if key else ''}{reason}{more}"
     got = err.get("input")
     got_s = repr(got) if not isinstance(got, dict | list) else type(got).__name__
     return f"{prefix}'{key}': {err['msg'].lower()} (got {got_s}){more}"

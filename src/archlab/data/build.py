@@ -24,6 +24,7 @@ from archlab.data.tokenizers import (
     load_tokenizer,
     token_byte_lengths,
     tokenizer_identity,
+    with_mask_token,
 )
 from archlab.errors import ArchlabError
 
@@ -80,6 +81,8 @@ class DataBundle:
 
 def build_data(cfg: DataConfig, *, use_cache: bool = True) -> DataBundle:
     tokenizer = load_tokenizer(cfg.tokenizer)
+    if cfg.add_mask_token:
+        tokenizer = with_mask_token(tokenizer)
     key = config_hash(
         {"v": CACHE_VERSION, "data": cfg.model_dump(exclude={"max_eval_blocks"}), "tok": tokenizer_identity(tokenizer)},
         16,

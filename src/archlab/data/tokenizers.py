@@ -6,6 +6,7 @@ All three are ``PreTrainedTokenizerFast`` objects, so generation, lm-eval and sa
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from archlab.data.embedded import TOKENIZER_FILE
 from archlab.errors import ArchlabError
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
+MASK = "<|mask|>"  # the mask token given to a tokenizer that has none (masked-diffusion runs)
 
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
@@ -68,6 +70,16 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
         tok.eos_token = EOS
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    return tok
+
+
+def with_mask_token(tok: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """``tok`` if it has a mask token (Dream's ``<|mask|>``, BERT's ``[MASK]``), else a copy with ``<|mask|>``
+    added as a special token at the end of the vocabulary (models built for it get one more embedding row)."""
+    if tok.mask_token_id is not None:
+        return tok
+    tok = copy.deepcopy(tok)  # load_tokenizer's cached instance stays as it is
+    tok.add_special_tokens({"mask_token": MASK})
     return tok
 
 

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from archlab.config import Config
 from archlab.errors import ArchlabError
-from archlab.evals.base import EvalContext, EvalResult, register_eval
+from archlab.evals.base import ANY_OBJECTIVE, EvalContext, EvalResult, register_eval
 from archlab.evals.multilingual import Slice, slice_text
 from archlab.evals.ppl import byte_lengths, utf8_prefix
 
@@ -47,7 +47,7 @@ def patch_lengths(ctx: EvalContext, ids: list[int], chunk: int) -> tuple[torch.T
     return torch.cat(parts), True
 
 
-@register_eval("compression", CompressionParams)
+@register_eval("compression", CompressionParams, objectives=ANY_OBJECTIVE)
 def compression(ctx: EvalContext, params: CompressionParams) -> EvalResult:
     """Bytes per patch (and per token) of a patching model; bytes per token when the model has no patches."""
     sizes = byte_lengths(ctx.tokenizer)

@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 from archlab.config import Config
-from archlab.evals.base import EvalContext, EvalResult, register_eval
+from archlab.evals.base import ANY_OBJECTIVE, EvalContext, EvalResult, register_eval
 
 
 class SpeedParams(Config):
@@ -45,7 +45,7 @@ def _bytes_of(ctx: EvalContext, ids: torch.Tensor) -> int:
     return int(byte_lengths(ctx.tokenizer)[ids.flatten().cpu()].sum())
 
 
-@register_eval("speed", SpeedParams)
+@register_eval("speed", SpeedParams, objectives=ANY_OBJECTIVE)
 def speed(ctx: EvalContext, params: SpeedParams) -> EvalResult:
     """Training and generation tokens/s and bytes/s, per-token latency, measured at a stated length."""
     model, device = ctx.model, ctx.device
@@ -97,7 +97,7 @@ class MemoryParams(Config):
     batch_size: int = Field(4, ge=1, description="batch size of the measured training step")
 
 
-@register_eval("memory", MemoryParams)
+@register_eval("memory", MemoryParams, objectives=ANY_OBJECTIVE)
 def memory(ctx: EvalContext, params: MemoryParams) -> EvalResult:
     """Peak memory of one forward+backward: CUDA peak allocated on GPU, peak RSS of the process on CPU."""
     device = ctx.device

@@ -63,6 +63,10 @@ class TrainConfig(Config):
                                                 "the step and count it")
     max_skipped_steps: int = Field(20, ge=1, description="with nan_policy=skip: consecutive skips before diverged")
     report_to: list[str] = Field(default_factory=list, description="trackers through accelerate: wandb, tensorboard")
+    objective: Literal["auto", "causal_lm", "masked_diffusion"] = Field(
+        "auto", description="training loss: causal_lm (next-token) or masked_diffusion (LLaDA/Dream: masked tokens "
+        "predicted, weighted 1/t); auto: masked_diffusion when graft.bidirectional is true, else causal_lm (a "
+        "run's config stores the resolved value)")
     schedules: dict[str, ScheduleSpec] = Field(
         default_factory=dict, description="parameter schedules by target attribute, e.g. {mag_weight: {type: "
         "constant, value: 0.5}}; set on every module with that attribute before each optimizer step"

@@ -6,6 +6,9 @@ accumulation) and data-parallel ranks. Each micro-batch back-propagates its summ
 over ranks. DDP averages gradients over ranks; the ``world_size`` factor turns that average back into a
 sum, so the gradient is the one of the global token mean however unevenly the tokens fall on ranks and
 micro-batches. (A mean of per-rank means would give a rank's few tokens the weight of another's many.)
+
+The masked-diffusion objective (``archlab.models.masked_diffusion``) is summed and weighted the same way:
+it scores the same tokens, those after the first whose label is not -100.
 """
 
 from __future__ import annotations
