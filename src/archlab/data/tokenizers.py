@@ -36,7 +36,7 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 def embedded_tokenizer() -> PreTrainedTokenizerFast:
     if not TOKENIZER_FILE.exists():
         raise ArchlabError(
-            f"the embedded tokenizer is missing ({TOKENIZER_FILE}); rebuild it with python scripts/build_embedded.py"
+            f"the embedded tokenizer is missing ({TOKENIZER_FILE}); rebuild it with python -m scripts.build_embedded"
         )
     return PreTrainedTokenizerFast(
         tokenizer_file=str(TOKENIZER_FILE), eos_token=EOS, pad_token=PAD, clean_up_tokenization_spaces=False
