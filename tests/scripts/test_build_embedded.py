@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from scripts.build_embedded.common import BuildError, forbidden_host_in, gzip_bytes, split_documents
 from scripts.build_embedded.instructions import parse_faq, rst_body_to_text, rst_inline_to_text
 from scripts.build_embedded.lunyu import parse_lunyu
