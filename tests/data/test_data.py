@@ -162,3 +162,65 @@ def test_pretokenized_rows_are_used_as_they_are(tmp_path):
     assert all(len(x) == 16 for x in data.train.input_ids)
     firsts = sorted(int(x[0]) for x in [*data.train.input_ids, *data.validation.input_ids])
     assert firsts == list(range(30))
+
+
+def test_prompt_masking_survives_group_packing():
+    from archlab.data.formatting import to_prompt_completion
+    from archlab.data.sources import load_records
+
+    cfg = DataConfig(source="embedded:instructions", tokenizer="embedded", packing="group", block_size=64,
+                     mask_prompt=True)
+    data = build_data(cfg, use_cache=False)
+    plain = build_data(cfg.model_copy(update={"mask_prompt": False}), use_cache=False)
+    assert all(torch.equal(a, b) for a, b in zip(data.train.input_ids, plain.train.input_ids, strict=True))
+    tok = data.tokenizer
+    pairs = [to_prompt_completion(r, "alpaca", "text", "plain") for r in load_records(cfg)["train"]]
+    prompt_tokens = sum(len(tok.encode(p, add_special_tokens=False)) for p, _ in pairs)
+    all_tokens = sum(len(tok.encode(p, add_special_tokens=False)) + len(tok.encode(c, add_special_tokens=False)) + 1
+                     for p, c in pairs)
+    labels = torch.stack(data.train.labels)
+    masked = float((labels == -100).float().mean())
+    # equal up to the tail the last full block cuts off
+    assert masked == pytest.approx(prompt_tokens / all_tokens, abs=cfg.block_size / all_tokens)
+    assert masked > 0.02
+    kept = labels != -100
+    assert torch.equal(labels[kept], torch.stack(data.train.input_ids)[kept])
+
+
+@pytest.fixture(scope="module")
+def llama_style_tokenizer(tmp_path_factory):
+    """A byte tokenizer that, like Llama's, puts a BOS in front of every text by default."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    from archlab.data.tokenizers import EOS, PAD, byte_tokenizer
+
+    backend = byte_tokenizer().backend_tokenizer
+    backend.add_special_tokens(["<s>"])
+    bos = backend.token_to_id("<s>")
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                           special_tokens=[("<s>", bos)])
+    folder = tmp_path_factory.mktemp("llama_style_tokenizer")
+    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token=EOS,
+                            pad_token=PAD).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize("packing", ["pad", "group"])
+def test_training_starts_documents_as_evaluation_does(tmp_path, llama_style_tokenizer, packing):
+    from archlab.evals.loglik import encode
+    from archlab.evals.ppl import encode_text
+
+    path = _alpaca_file(tmp_path)
+    data = build_data(DataConfig(source=str(path), tokenizer=llama_style_tokenizer, packing=packing,
+                                 block_size=16, validation_samples=2, test_samples=2), use_cache=False)
+    tok = data.tokenizer
+    prompt = "Add 3 and 3.\n"
+    assert encode(tok, prompt)[0] == tok.bos_token_id == encode_text(tok, prompt)[0]  # evaluation's policy
+    stream = torch.cat(data.train.input_ids).tolist()
+    if packing == "pad":
+        head = encode(tok, "Add")  # every prompt starts so: its tokens begin each example as evaluation's do
+        assert all(x[: len(head)].tolist() == head for x in data.train.input_ids)
+    else:  # one BOS per packed document, right after the previous document's EOS
+        follows_eos = [b for a, b in zip(stream, stream[1:], strict=False) if a == tok.eos_token_id]
+        assert follows_eos and all(b == tok.bos_token_id for b in follows_eos)

@@ -65,6 +65,44 @@ def test_acc_and_acc_norm_equal_lm_eval(tmp_path, bpe_tok, make_ctx, mmlu_record
     assert ours_jsonl.n == 24 and 0 <= ours_jsonl.ci95["acc"][0] <= ours_jsonl.metrics["acc"]
 
 
+def _fewshot_subject_task(tmp_path, subject, records) -> str:
+    """An lm-eval task per subject, as lm-eval's MMLU: header as description, first_n shots from the same split."""
+    data = tmp_path / f"{subject}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    name = f"archlab_fewshot_{subject}"
+    (tmp_path / f"{name}.yaml").write_text(
+        f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
+        f"test_split: test\nfewshot_split: test\nfewshot_config:\n  sampler: first_n\n"
+        f"description: {json.dumps(records[0]['description'])}\noutput_type: multiple_choice\n"
+        'doc_to_text: "{{context}}"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: "{{gold}}"\n'
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    return name
+
+
+def test_few_shot_prompts_and_scores_equal_lm_eval(tmp_path, bpe_tok, make_ctx):
+    lm_eval = pytest.importorskip("lm_eval")
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    subjects = ("anatomy", "astronomy")
+    records = [r for r in read_eval_set("mmlu", "dev") if r["subject"] in subjects]
+    ours_file = tmp_path / "both.jsonl"
+    ours_file.write_text("".join(json.dumps(r) + "\n" for r in records))
+    model = tiny_model(len(bpe_tok), max_position_embeddings=1024)
+    ours = multiple_choice(make_ctx(model, bpe_tok), MCParams(task=str(ours_file), num_fewshot=2))
+    docs = load_task(str(ours_file), limit=None, num_fewshot=2, delimiter=" ", seed=0, cloze=CLOZE).docs
+    names = [_fewshot_subject_task(tmp_path, s, [r for r in records if r["subject"] == s]) for s in subjects]
+    out = lm_eval.simple_evaluate(model=HFLM(pretrained=model, tokenizer=bpe_tok, batch_size=8, max_length=1024),
+                                  tasks=names, num_fewshot=2, log_samples=True,
+                                  task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False))
+    theirs = [s for name in names for s in sorted(out["samples"][name], key=lambda s: s["doc_id"])]
+    assert len(theirs) == len(records) == len(ours.items)
+    for doc, item, sample in zip(docs, ours.items, theirs, strict=True):
+        assert [list(r) for r in doc.requests] == [list(a) for a in sample["arguments"]]  # the same prompts
+        np.testing.assert_allclose(item["lls"], [r[0] for r in sample["filtered_resps"]], atol=2e-4)
+        assert item["acc"] == sample["acc"] and item["acc_norm"] == sample["acc_norm"]
+
+
 def test_cached_scoring_equals_full_rows(bpe_tok, make_ctx):
     model = tiny_model(len(bpe_tok))
     ctx = make_ctx(model, bpe_tok)
@@ -105,7 +143,9 @@ def test_mmlu_dev_and_cloze_tasks_load():
     golds = {d.gold for d in cloze.docs}
     assert len(golds) > 1  # the true sentence is not always first
     shots = load_task("mmlu_dev", limit=2, num_fewshot=2, delimiter=" ", seed=0, cloze=CLOZE)
-    assert shots.docs[0].requests[0][0].count("Question:") == 3
+    prompt = shots.docs[0].requests[0][0]
+    assert prompt.count("Question:") == 3 and prompt.count("The following are questions") == 1
+    assert prompt.startswith(mmlu.docs[0].raw["description"])
 
 
 def test_named_hub_task_offline_fails_with_one_line(monkeypatch):

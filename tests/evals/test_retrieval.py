@@ -6,9 +6,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from tests.evals.conftest import InductionOracle, MemorizingFake, tiny_model
+from tests.evals.conftest import FakeLM, InductionOracle, MemorizingFake, tiny_model
 
-from archlab.evals import niah, passkey
+from archlab.evals import niah, passkey, retrieval
 from archlab.evals.niah import NIAHParams, needle_in_a_haystack
 from archlab.evals.passkey import PasskeyParams
 
@@ -59,3 +59,12 @@ def test_memorize_gets_the_prompt_never_the_key_answer(byte_tok, make_ctx):
         text = bytes(call).decode()
         assert text.endswith("The secret key is")  # the question, not the answer after it
         assert len(call) == 120 and text.count(item["key"]) == 1  # the key only inside the needle
+
+
+def test_a_tie_with_a_distractor_is_a_miss(byte_tok, make_ctx):
+    # a uniform model gives the key and every distractor the same log-likelihood: it must not rank first
+    ctx = make_ctx(FakeLM(len(byte_tok)), byte_tok)
+    prompt = list(b"The secret key is")
+    scored = retrieval.score_item(ctx, prompt, "1234", ["5678", "9012"], memorize=False, max_new_tokens=2)
+    assert scored.rank == 3
+    assert retrieval.summarize([scored.to_dict()])["rank_accuracy"] == 0.0

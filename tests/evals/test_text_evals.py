@@ -34,7 +34,7 @@ def test_long_ppl_equals_one_full_pass_when_the_window_covers_the_document(byte_
 
 def test_multilingual_slices_have_bits_per_byte(bpe_tok, make_ctx):
     result = multilingual_bpb(make_ctx(tiny_model(len(bpe_tok)), bpe_tok), MultilingualParams(max_bytes=300))
-    for name in ("quran_en", "quran_zh", "quran_ar", "fortunes_zh", "wiki", "code"):
+    for name in ("quran_en", "quran_zh", "quran_ar", "lunyu_zh", "wiki", "code"):
         assert result.metrics[f"bits_per_byte/{name}"] > 0
     zh = next(i for i in result.items if i["slice"] == "quran_zh")
     assert 280 <= zh["bytes"] <= 300  # the scored bytes are the slice's bytes (first token excepted)

@@ -3,7 +3,7 @@
 from archlab.data.build import DataBundle, TokenSplit, build_data
 from archlab.data.config import DataConfig
 from archlab.data.loader import EpochSampler
-from archlab.data.tokenizers import load_tokenizer, token_byte_lengths
+from archlab.data.tokenizers import encode_document, leading_special_ids, load_tokenizer, token_byte_lengths
 
-__all__ = ["DataBundle", "DataConfig", "EpochSampler", "TokenSplit", "build_data", "load_tokenizer",
-           "token_byte_lengths"]
+__all__ = ["DataBundle", "DataConfig", "EpochSampler", "TokenSplit", "build_data", "encode_document",
+           "leading_special_ids", "load_tokenizer", "token_byte_lengths"]

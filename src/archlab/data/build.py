@@ -19,11 +19,17 @@ from archlab.config import config_hash
 from archlab.data.config import DataConfig
 from archlab.data.formatting import detect_format, to_prompt_completion
 from archlab.data.sources import load_records
-from archlab.data.tokenizers import load_tokenizer, token_byte_lengths, tokenizer_identity
+from archlab.data.tokenizers import (
+    leading_special_ids,
+    load_tokenizer,
+    token_byte_lengths,
+    tokenizer_identity,
+    with_mask_token,
+)
 from archlab.errors import ArchlabError
 from archlab.files import atomic_write
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: prompt masks inside packed blocks; the tokenizer's leading specials per document
 MIN_DOCS_FOR_DOCUMENT_SPLIT = 20
 
 
@@ -76,6 +82,8 @@ class DataBundle:
 
 def build_data(cfg: DataConfig, *, use_cache: bool = True) -> DataBundle:
     tokenizer = load_tokenizer(cfg.tokenizer)
+    if cfg.add_mask_token:
+        tokenizer = with_mask_token(tokenizer)
     key = config_hash(
         {"v": CACHE_VERSION, "data": cfg.model_dump(exclude={"max_eval_blocks"}), "tok": tokenizer_identity(tokenizer)},
         16,
@@ -199,16 +207,22 @@ def _encode(pairs: list[tuple[str, str]], cfg: DataConfig, tok: PreTrainedTokeni
     if not pairs:
         return ([], [])
     eos = tok.eos_token_id
-    prompts = tok([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
+    # every document starts as the tokenizer starts a text (BOS for Llama-style tokenizers), as in evaluation
+    lead = leading_special_ids(tok)
+    prompts = [lead + p for p in tok([p for p, _ in pairs], add_special_tokens=False)["input_ids"]]
     bodies = tok([c for _, c in pairs], add_special_tokens=False)["input_ids"]
     if cfg.packing == "group":
         stream: list[int] = []
+        label_stream: list[int] = []  # the loss mask travels with the tokens into the packed blocks
         for p, c in zip(prompts, bodies, strict=True):
             stream.extend(p + c + [eos])
+            label_stream.extend(([-100] * len(p) if cfg.mask_prompt else p) + c + [eos])
         usable = (len(stream) // cfg.block_size) * cfg.block_size
-        blocks = torch.tensor(stream[:usable], dtype=torch.long).view(-1, cfg.block_size)
-        rows = list(blocks.unbind(0))
-        return (rows, rows)
+        rows = list(torch.tensor(stream[:usable], dtype=torch.long).view(-1, cfg.block_size).unbind(0))
+        if not cfg.mask_prompt:
+            return (rows, rows)
+        labels = torch.tensor(label_stream[:usable], dtype=torch.long).view(-1, cfg.block_size)
+        return (rows, list(labels.unbind(0)))
     ids_out, labels_out = [], []
     for p, c in zip(prompts, bodies, strict=True):
         ids = (p + c + [eos])[: cfg.max_length]

@@ -29,6 +29,9 @@ class DataConfig(Config):
     mask_prompt: bool = Field(False, description="exclude the instruction prompt from the loss (answer tokens only)")
     tokenizer: str = Field("embedded", description="'embedded' (BPE shipped with archlab), 'bytes', or an HF "
                            "tokenizer id / local path")
+    add_mask_token: bool = Field(False, description="give the tokenizer a mask token '<|mask|>' when it has none "
+                                 "(set for train.objective=masked_diffusion runs; a tokenizer's own mask token is "
+                                 "kept)")
     packing: Literal["group", "pad"] = Field(
         "group", description="'group' concatenates documents and cuts fixed blocks (tokenized-grouped); 'pad' keeps "
         "one example per row, padded per batch"

@@ -36,7 +36,7 @@ def _embedded(corpus: str) -> dict[str, Records]:
         )
     splits = embedded.available_splits(corpus)
     if not splits:
-        raise ArchlabError(f"embedded corpus '{corpus}' has no files; rebuild with python scripts/build_embedded.py")
+        raise ArchlabError(f"embedded corpus '{corpus}' has no files; rebuild with python -m scripts.build_embedded")
     return {split: embedded.read_split(corpus, split) for split in splits}
 
 

@@ -6,6 +6,7 @@ All three are ``PreTrainedTokenizerFast`` objects, so generation, lm-eval and sa
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from archlab.data.embedded import TOKENIZER_FILE
 from archlab.errors import ArchlabError
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
+MASK = "<|mask|>"  # the mask token given to a tokenizer that has none (masked-diffusion runs)
 
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
@@ -34,7 +36,7 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 def embedded_tokenizer() -> PreTrainedTokenizerFast:
     if not TOKENIZER_FILE.exists():
         raise ArchlabError(
-            f"the embedded tokenizer is missing ({TOKENIZER_FILE}); rebuild it with python scripts/build_embedded.py"
+            f"the embedded tokenizer is missing ({TOKENIZER_FILE}); rebuild it with python -m scripts.build_embedded"
         )
     return PreTrainedTokenizerFast(
         tokenizer_file=str(TOKENIZER_FILE), eos_token=EOS, pad_token=PAD, clean_up_tokenization_spaces=False
@@ -69,6 +71,36 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def with_mask_token(tok: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """``tok`` if it has a mask token (Dream's ``<|mask|>``, BERT's ``[MASK]``), else a copy with ``<|mask|>``
+    added as a special token at the end of the vocabulary (models built for it get one more embedding row)."""
+    if tok.mask_token_id is not None:
+        return tok
+    tok = copy.deepcopy(tok)  # load_tokenizer's cached instance stays as it is
+    tok.add_special_tokens({"mask_token": MASK})
+    return tok
+
+
+def leading_special_ids(tok: PreTrainedTokenizerBase) -> list[int]:
+    """The special tokens the tokenizer puts in front of every text by default (Llama's BOS; nothing for
+    GPT-2, Qwen or the embedded BPE)."""
+    with_special, without = tok.encode("a"), tok.encode("a", add_special_tokens=False)
+    for start in range(len(with_special) - len(without) + 1):
+        if with_special[start : start + len(without)] == without:
+            return list(with_special[:start])
+    return []
+
+
+def encode_document(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """``text`` as a model reads the start of a document, in training and in evaluation alike.
+
+    The policy is the tokenizer's own: its default leading special tokens (a BOS for Llama-style
+    tokenizers), then the text. Trailing specials are left to the caller (training appends EOS after
+    each document), so a tokenizer that also appends EOS by default does not end a prompt with it.
+    """
+    return leading_special_ids(tok) + list(tok.encode(text, add_special_tokens=False))
 
 
 def tokenizer_identity(tok: PreTrainedTokenizerBase) -> str:

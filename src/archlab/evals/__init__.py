@@ -5,6 +5,7 @@ from archlab.evals import (  # noqa: F401  (registers the built-in evals)
     continual,
     long_ppl,
     loss,
+    masked_loss,
     mc,
     multilingual,
     niah,

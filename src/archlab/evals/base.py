@@ -53,10 +53,15 @@ class EvalResult:
     items: list[dict[str, Any]] = field(default_factory=list)
 
 
+CAUSAL_LM = ("causal_lm",)
+ANY_OBJECTIVE = ("causal_lm", "masked_diffusion")
+
+
 @dataclass(frozen=True)
 class EvalDef:
     fn: Callable[[EvalContext, Any], EvalResult]
     params: type[Config]
+    objectives: tuple[str, ...] = CAUSAL_LM  # training objectives whose runs this eval can score
     metrics: tuple[str, ...] = ()  # names (fnmatch patterns) of the metrics it reports; () = not declared
 
     def gives(self, metric: str) -> bool:
@@ -67,15 +72,34 @@ class EvalDef:
 EVALS: Registry[EvalDef] = Registry("eval")
 
 
-def register_eval(name: str, params: type[Config], metrics: tuple[str, ...] = ()):
-    """Register ``fn(ctx, params) -> EvalResult`` as ``name``; ``metrics`` lists the metric names it reports
-    (fnmatch patterns such as ``exact_match@*``), so a plan naming another metric fails at plan time."""
+def register_eval(name: str, params: type[Config], metrics: tuple[str, ...] = (),
+                  objectives: tuple[str, ...] = CAUSAL_LM):
+    """Register ``fn(ctx, params) -> EvalResult`` as ``name``.
+
+    ``metrics`` lists the metric names it reports (fnmatch patterns such as ``exact_match@*``), so a plan naming
+    another metric fails at plan time. ``objectives``: the runs it may score; next-token scoring (the default)
+    would leak the targets to a model that sees the whole sequence (masked_diffusion runs).
+    """
 
     def wrap(fn):
-        EVALS.register(name, EvalDef(fn, params, tuple(metrics)), help=(fn.__doc__ or "").strip().splitlines()[0])
+        EVALS.register(name, EvalDef(fn, params, objectives, tuple(metrics)),
+                       help=(fn.__doc__ or "").strip().splitlines()[0])
         return fn
 
     return wrap
+
+
+def check_eval_objective(specs: list[EvalSpec], objective: str) -> None:
+    """Raise ValueError naming the first eval that cannot score a run trained with ``objective``."""
+    for spec in specs:
+        if spec.name not in EVALS:
+            continue  # an unknown name is reported where the eval list is validated
+        allowed = EVALS.get(spec.name).objectives
+        if objective not in allowed:
+            fits = sorted(n for n in EVALS if objective in EVALS.get(n).objectives)
+            why = ("next-token scoring would show it the very tokens it predicts (a bidirectional model sees "
+                   "the whole sequence)" if objective == "masked_diffusion" else f"it scores {allowed[0]} runs")
+            raise ValueError(f"eval '{spec.name}' cannot score a {objective} run: {why}; use one of {fits}")
 
 
 class EvalSpec(Config):

@@ -18,9 +18,9 @@ from pydantic import Field
 
 from archlab.config import Config
 from archlab.errors import ArchlabError
-from archlab.evals.base import EvalContext, EvalResult, register_eval
+from archlab.evals.base import ANY_OBJECTIVE, EvalContext, EvalResult, register_eval
 from archlab.evals.multilingual import Slice, slice_text
-from archlab.evals.ppl import byte_lengths, encode_text, utf8_prefix
+from archlab.evals.ppl import byte_lengths, utf8_prefix
 
 
 class CompressionParams(Config):
@@ -47,14 +47,16 @@ def patch_lengths(ctx: EvalContext, ids: list[int], chunk: int) -> tuple[torch.T
     return torch.cat(parts), True
 
 
-@register_eval("compression", CompressionParams, metrics=("bytes_per_patch*", "bytes_per_token"))
+@register_eval("compression", CompressionParams, metrics=("bytes_per_patch*", "bytes_per_token"),
+               objectives=ANY_OBJECTIVE)
 def compression(ctx: EvalContext, params: CompressionParams) -> EvalResult:
     """Bytes per patch (and per token) of a patching model; bytes per token when the model has no patches."""
     sizes = byte_lengths(ctx.tokenizer)
     metrics: dict[str, float | None] = {}
     items, total_bytes, total_patches, total_tokens, patched = [], 0, 0, 0, False
     for name in params.slices:
-        ids = encode_text(ctx.tokenizer, utf8_prefix(slice_text(name), params.max_bytes))
+        # the text's own tokens: a leading BOS would count as a token that packs no bytes
+        ids = list(ctx.tokenizer.encode(utf8_prefix(slice_text(name), params.max_bytes), add_special_tokens=False))
         lengths, patched = patch_lengths(ctx, ids, params.chunk_tokens)
         n_bytes = int(sizes[torch.tensor(ids, dtype=torch.long)].sum())
         metrics[f"bytes_per_patch/{name}"] = n_bytes / len(lengths)

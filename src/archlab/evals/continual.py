@@ -25,7 +25,7 @@ from archlab.evals.texts import corpus_documents, read_eval_set
 
 
 class ContinualParams(Config):
-    segments: list[str] = Field(["shakespeare", "wiki", "code", "multilingual:fortunes_zh"],
+    segments: list[str] = Field(["shakespeare", "wiki", "code", "multilingual:lunyu_zh"],
                                 description="ordered domains: an embedded corpus (train split / test split), "
                                 "multilingual:<set>, or a .txt file (first half train, second half held-out)")
     train_tokens: int = Field(2048, ge=1, description="tokens of each segment's train part given to memorize")

@@ -38,7 +38,8 @@ def model_max_length(model: nn.Module, default: int = 2048) -> int:
 
 
 def encode(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """``tok.encode`` with the tokenizer's own special-token default, as lm-eval's HFLM calls it."""
+    """``tok.encode`` with the tokenizer's own special-token default, as lm-eval's HFLM calls it (training
+    starts each document the same way: ``archlab.data.encode_document``)."""
     return list(tok.encode(text))
 
 

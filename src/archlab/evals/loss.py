@@ -53,6 +53,6 @@ def _intervals(totals: LossTotals) -> dict[str, tuple[float, float]]:
         "loss": ratio_interval(nll, [r[1] for r in totals.rows]),
     }
     if totals.bytes:
-        lo, hi = ratio_interval(nll, [r[2] for r in totals.rows])
+        lo, hi = ratio_interval([r[3] for r in totals.rows], [r[2] for r in totals.rows])
         out["bits_per_byte"] = (lo / math.log(2), hi / math.log(2))
     return out

@@ -35,7 +35,8 @@ class MCParams(Config):
     task: str = Field("mmlu_dev", description="mmlu_dev (embedded, 282 questions), cloze[:corpus], a .jsonl of "
                       "{context, choices, gold}, an lm-eval task YAML, or an lm-eval task name (needs the hub)")
     limit: int | None = Field(None, ge=1, description="score only the first N questions")
-    num_fewshot: int = Field(0, ge=0, description="k-shot examples prepended to each context")
+    num_fewshot: int = Field(0, ge=0, description="k-shot examples: the first k other questions of the same subject, "
+                             "after the subject header, as lm-eval's MMLU")
     target_delimiter: str = Field(" ", description="text between context and choice (lm-eval's default)")
     scoring: Literal["cached", "full"] = Field("cached", description="cached: context once per question; "
                                                "full: one row per choice, as lm-eval's HFLM")

@@ -46,7 +46,7 @@ def load_task(spec: str, *, limit: int | None, num_fewshot: int, delimiter: str,
     """Resolve ``spec``: an embedded task, ``cloze[:corpus]``, a .jsonl/.yaml path, or an lm-eval name."""
     if spec in EMBEDDED_TASKS:
         records = read_eval_set(*EMBEDDED_TASKS[spec])
-        docs = docs_from_records(records, delimiter, num_fewshot, seed)
+        docs = docs_from_records(records, delimiter, num_fewshot)
         return MCTask(spec, docs[:limit], f"embedded:{'/'.join(EMBEDDED_TASKS[spec])}")
     if spec == "cloze" or spec.startswith("cloze:"):
         corpus = spec.partition(":")[2] or "wiki"
@@ -56,7 +56,7 @@ def load_task(spec: str, *, limit: int | None, num_fewshot: int, delimiter: str,
     if path.suffix in (".jsonl", ".json", ".gz"):
         if not path.exists():
             raise ArchlabError(f"mc task file not found: {spec}")
-        docs = docs_from_records(_read_jsonl(path), delimiter, num_fewshot, seed)
+        docs = docs_from_records(_read_jsonl(path), delimiter, num_fewshot)
         return MCTask(path.stem, docs[:limit], str(path))
     if path.suffix in (".yaml", ".yml"):
         if not path.exists():
@@ -77,21 +77,28 @@ def _read_jsonl(path: Path) -> list[dict]:
         raise ArchlabError(f"{path}: not JSON lines ({exc})") from None
 
 
-def docs_from_records(records: list[dict], delimiter: str, num_fewshot: int, seed: int) -> list[MCDoc]:
-    """{context, choices, gold} records -> docs; k-shot examples are other records with their gold answer."""
+def docs_from_records(records: list[dict], delimiter: str, num_fewshot: int) -> list[MCDoc]:
+    """{context, choices, gold} records (optional: subject, description) -> docs, k-shot as lm-eval makes them.
+
+    The prompt is ``description + shot_1 + "\n\n" + ... + shot_k + "\n\n" + context``: the description
+    (e.g. MMLU's "The following are questions (with answers) about <subject>.\n\n") once, then each shot
+    as ``context + delimiter + gold choice``. The shots are the first ``k`` other records of the same
+    subject, in file order: lm-eval's ``first_n`` sampler, which its MMLU tasks use (each subject is its
+    own lm-eval task, so shots never cross subjects).
+    """
     for i, r in enumerate(records):
         missing = {"context", "choices", "gold"} - set(r)
         if missing:
             raise ArchlabError(f"mc record {i} lacks {sorted(missing)}; expected {{context, choices, gold}}")
+    by_subject: dict[Any, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        by_subject[r.get("subject")].append(i)
     docs = []
     for i, r in enumerate(records):
-        context = r["context"]
-        if num_fewshot:
-            rng = random.Random(seed * 1_000_003 + i)
-            others = rng.sample([j for j in range(len(records)) if j != i], min(num_fewshot, len(records) - 1))
-            shots = [f"{records[j]['context']}{delimiter}{records[j]['choices'][int(records[j]['gold'])]}"
-                     for j in others]
-            context = "\n\n".join([*shots, context])  # lm-eval's default fewshot_delimiter
+        shots = [j for j in by_subject[r.get("subject")] if j != i][:num_fewshot]
+        labelled = "".join(f"{records[j]['context']}{delimiter}{records[j]['choices'][int(records[j]['gold'])]}\n\n"
+                           for j in shots)  # lm-eval's default fewshot_delimiter after every shot
+        context = str(r.get("description", "")) + labelled + r["context"]
         choices = [str(c) for c in r["choices"]]
         docs.append(MCDoc(i, [(context, delimiter + c) for c in choices], choices, int(r["gold"]), r))
     return docs

@@ -2,7 +2,7 @@
 
 Bits per byte divides the summed loss by the UTF-8 bytes of the scored text, so models with different
 tokenizers (bytes, BPE) compare. The ``quran_*`` slices are the same verses in English, Chinese and
-Arabic (a content-controlled comparison); ``fortunes_zh`` is independent Chinese prose, ``wiki`` English
+Arabic (a content-controlled comparison); ``lunyu_zh`` is independent Chinese prose (the Analects, classical), ``wiki`` English
 encyclopedia text and ``code`` Python from the standard library (see data/embedded/PROVENANCE.md).
 """
 
@@ -17,13 +17,13 @@ from archlab.evals.base import EvalContext, EvalResult, register_eval
 from archlab.evals.ppl import default_window, encode_text, stream_loss, utf8_prefix
 from archlab.evals.texts import corpus_documents, read_eval_set
 
-Slice = Literal["quran_en", "quran_zh", "quran_ar", "fortunes_zh", "wiki", "code"]
-LANGUAGE = {"quran_en": "English", "quran_zh": "Chinese", "quran_ar": "Arabic", "fortunes_zh": "Chinese",
+Slice = Literal["quran_en", "quran_zh", "quran_ar", "lunyu_zh", "wiki", "code"]
+LANGUAGE = {"quran_en": "English", "quran_zh": "Chinese", "quran_ar": "Arabic", "lunyu_zh": "Chinese",
             "wiki": "English", "code": "Python"}
 
 
 class MultilingualParams(Config):
-    slices: list[Slice] = Field(["quran_en", "quran_zh", "quran_ar", "fortunes_zh", "wiki", "code"],
+    slices: list[Slice] = Field(["quran_en", "quran_zh", "quran_ar", "lunyu_zh", "wiki", "code"],
                                 description="held-out slices to score")
     max_bytes: int = Field(16000, ge=64, description="UTF-8 bytes scored per slice (a prefix of the slice)")
     window: int | None = Field(None, ge=2, description="tokens per forward pass; default the model's max "

@@ -14,6 +14,7 @@ import random
 from pydantic import Field
 
 from archlab.config import Config
+from archlab.data import leading_special_ids
 from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
 from archlab.evals.memorize import require_memorize
@@ -21,7 +22,6 @@ from archlab.evals.retrieval import (
     UnscorableLength,
     distractor_keys,
     ids,
-    leading_special_ids,
     random_key,
     score_with_and_without_memory,
     split_summary,

@@ -5,7 +5,9 @@ exactly the nominal length. Each item is scored two ways from one pass over the 
 
 - exact match: the first run of digits in the greedy continuation equals the key;
 - rank: the log-probability of `` <key>`` against ``n_distractors`` random keys of the same length
-  (rank 1 = the true key is the most likely; chance of rank 1 is 1 / (n_distractors + 1)).
+  (rank 1 = the true key is strictly the most likely; chance of rank 1 is 1 / (n_distractors + 1)).
+  A distractor that ties with the true key ranks above it: a model that cannot tell the keys apart
+  (e.g. one that scores every key alike) gets the worst rank, never a free rank 1.
 """
 
 from __future__ import annotations
@@ -41,12 +43,6 @@ def ids(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tok.encode(text, add_special_tokens=False))
 
 
-def leading_special_ids(tok: PreTrainedTokenizerBase) -> list[int]:
-    """What the tokenizer puts in front of every text (a BOS for Llama-style tokenizers, often nothing)."""
-    with_special, without = tok.encode("a"), tok.encode("a", add_special_tokens=False)
-    return list(with_special[: len(with_special) - len(without)]) if with_special[-len(without):] == without else []
-
-
 @dataclass
 class ItemScore:
     exact: bool
@@ -68,7 +64,7 @@ def score_item(ctx: EvalContext, prompt: list[int], key: str, distractors: list[
         candidates = [key, *distractors]
         scores = state.score([ids(tok, " " + c) for c in candidates]) if distractors else []
     found = _DIGITS.search(answer)
-    rank = 1 + sum(s.ll > scores[0].ll for s in scores[1:]) if scores else 0
+    rank = 1 + sum(s.ll >= scores[0].ll for s in scores[1:]) if scores else 0  # a tie is a miss
     return ItemScore(bool(found and found.group() == key), rank, answer.strip()[:40])
 
 

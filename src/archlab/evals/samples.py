@@ -6,6 +6,7 @@ import torch
 from pydantic import Field
 
 from archlab.config import Config
+from archlab.data import encode_document
 from archlab.evals.base import EvalContext, EvalResult, register_eval
 
 
@@ -27,7 +28,7 @@ def generate_samples(ctx: EvalContext, params: SampleParams) -> EvalResult:
     keep = max(1, window - params.max_new_tokens)
     for case in cases:
         # keep the end of a long prompt so prompt + completion fit the model's positions
-        ids = tok(case["prompt"], return_tensors="pt", add_special_tokens=False)["input_ids"][:, -keep:]
+        ids = torch.tensor([encode_document(tok, case["prompt"])])[:, -keep:]  # as training starts a document
         with torch.no_grad():
             out = ctx.model.generate(
                 ids.to(ctx.device),

@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 from archlab.config import Config
-from archlab.evals.base import EvalContext, EvalResult, register_eval
+from archlab.evals.base import ANY_OBJECTIVE, EvalContext, EvalResult, register_eval
 
 
 class SpeedParams(Config):
@@ -49,7 +49,7 @@ SPEED_METRICS = ("train_tokens_per_second", "train_bytes_per_second", "generate_
                  "generate_bytes_per_second", "latency_ms_per_token")
 
 
-@register_eval("speed", SpeedParams, metrics=SPEED_METRICS)
+@register_eval("speed", SpeedParams, metrics=SPEED_METRICS, objectives=ANY_OBJECTIVE)
 def speed(ctx: EvalContext, params: SpeedParams) -> EvalResult:
     """Training and generation tokens/s and bytes/s, per-token latency, measured at a stated length."""
     model, device = ctx.model, ctx.device
@@ -101,7 +101,7 @@ class MemoryParams(Config):
     batch_size: int = Field(4, ge=1, description="batch size of the measured training step")
 
 
-@register_eval("memory", MemoryParams, metrics=("peak_memory_mb", "parameter_memory_mb"))
+@register_eval("memory", MemoryParams, metrics=("peak_memory_mb", "parameter_memory_mb"), objectives=ANY_OBJECTIVE)
 def memory(ctx: EvalContext, params: MemoryParams) -> EvalResult:
     """Peak memory of one forward+backward: CUDA peak allocated on GPU, peak RSS of the process on CPU."""
     device = ctx.device

@@ -50,5 +50,5 @@ def read_eval_set(folder: str, name: str) -> list[dict]:
     path = embedded.EMBEDDED_DIR / folder / f"{name}.jsonl.gz"
     if not path.exists():
         raise ArchlabError(f"embedded eval set {folder}/{name} is missing ({path}); rebuild it with "
-                           f"python scripts/build_embedded.py")
+                           f"python -m scripts.build_embedded")
     return [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode("utf-8").splitlines() if line]

@@ -60,8 +60,9 @@ def build_model(spec: ModelConfig, vocab_size: int | None = None, **extra: Any) 
     if spec.pretrained and spec.hf_config:
         raise ArchlabError("set model.pretrained or model.hf_config, not both")
     if spec.pretrained:
-        return load_pretrained(spec.pretrained, dtype=DTYPES[spec.dtype], trust_remote_code=spec.trust_remote_code,
-                               load_in_4bit=spec.load_in_4bit, revision=spec.revision)
+        model = load_pretrained(spec.pretrained, dtype=DTYPES[spec.dtype], trust_remote_code=spec.trust_remote_code,
+                                load_in_4bit=spec.load_in_4bit, revision=spec.revision)
+        return cover_vocab(model, vocab_size)
     if spec.load_in_4bit:
         raise ArchlabError("model.load_in_4bit applies to model.pretrained only")
     if spec.hf_config is not None:
@@ -77,6 +78,25 @@ def build_model(spec: ModelConfig, vocab_size: int | None = None, **extra: Any) 
     except (ValueError, TypeError) as exc:
         raise ArchlabError(f"model.config: {exc}") from None
     return arch.model_class(config).to(DTYPES[spec.dtype])
+
+
+def cover_vocab(model: PreTrainedModel, vocab_size: int | None) -> PreTrainedModel:
+    """Grow a pretrained model's embeddings to ``vocab_size`` when its tokenizer got tokens (a mask token).
+
+    New rows are the mean of the existing ones, in the input embedding and an untied output head alike:
+    deterministic, so a run rebuilt for evaluation gets the same rows it trained with.
+    """
+    embeddings = model.get_input_embeddings()
+    rows = embeddings.weight.shape[0]
+    if not vocab_size or vocab_size <= rows:
+        return model
+    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    with torch.no_grad():
+        for layer in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m}.values():
+            layer.weight[rows:] = layer.weight[:rows].mean(0)
+            if getattr(layer, "bias", None) is not None:
+                layer.bias[rows:] = layer.bias[:rows].mean()
+    return model
 
 
 def build_hf_model(spec: ModelConfig, vocab_size: int | None = None) -> PreTrainedModel:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from archlab.config import Config
 from archlab.data import DataConfig
 from archlab.evals import EvalSpec
+from archlab.evals.base import check_eval_objective
 from archlab.files import SLUG_RULE, is_slug
 from archlab.graft import GraftConfig
 from archlab.models.spec import ModelConfig
 from archlab.train import TrainConfig
 
 DEFAULT_EVALS = [{"name": "loss"}, {"name": "generate_samples"}]
+DEFAULT_MASKED_DIFFUSION_EVALS = [{"name": "masked_loss"}]
 
 
 class RunConfig(Config):
@@ -29,6 +31,27 @@ class RunConfig(Config):
         default_factory=lambda: [EvalSpec.model_validate(e) for e in DEFAULT_EVALS],
         description="evals run after training, each {name: ..., <params>}",
     )
+
+    @model_validator(mode="after")
+    def _objective(self) -> RunConfig:
+        """Resolve train.objective and check that every eval can score it.
+
+        The rule: a bidirectional graft sees the tokens it would predict, so its runs train and are scored
+        with the masked-diffusion objective (``auto`` resolves to it; ``causal_lm`` is an error). Such a run
+        gets a mask token (``data.add_mask_token``) and, when it lists no evals, ``masked_loss``.
+        """
+        bidirectional = self.graft is not None and self.graft.bidirectional
+        if self.train.objective == "auto":
+            self.train.objective = "masked_diffusion" if bidirectional else "causal_lm"
+        if bidirectional and self.train.objective != "masked_diffusion":
+            raise ValueError("graft.bidirectional=true with train.objective=causal_lm: the memory sees the next "
+                             "token it is trained to predict; use train.objective=masked_diffusion (or auto)")
+        if self.train.objective == "masked_diffusion":
+            self.data.add_mask_token = True
+            if "eval" not in self.model_fields_set:
+                self.eval[:] = [EvalSpec.model_validate(e) for e in DEFAULT_MASKED_DIFFUSION_EVALS]
+        check_eval_objective(self.eval, self.train.objective)
+        return self
 
 
 class Rule(Config):

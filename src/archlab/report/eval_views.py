@@ -196,6 +196,9 @@ def probes_view(rows: list[RunRow], plots: Path) -> Section | None:
 
 
 VIEWS = [
+    _simple("masked_loss", "Masked-diffusion loss (bidirectional runs, not comparable to next-token loss)",
+            [("loss", "loss"), ("bits/byte", "bits_per_byte"), ("masked-token acc", "accuracy")],
+            details=("split", "samples")),
     mc_view,
     niah_view,
     passkey_view,

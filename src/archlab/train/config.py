@@ -45,6 +45,10 @@ class TrainConfig(Config):
     adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon")
     muon_learning_rate: float = Field(0.02, gt=0, description="learning rate of the Muon part of optim=muon")
     muon_momentum: float = Field(0.95, ge=0, lt=1, description="Muon momentum")
+    muon_weight_decay: float | None = Field(
+        None, ge=0, description="decoupled weight decay of the Muon part; None: weight_decay * learning_rate / "
+        "muon_learning_rate, so a Muon matrix shrinks by the same factor per step as an AdamW one (each optimizer "
+        "multiplies the decay by its own lr)")
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm (0 disables)")
     logging_steps: int = Field(10, ge=1, description="log loss, lr, grad norm, tokens/s, memory every N steps")
     eval_steps: int = Field(0, ge=0, description="validation loss every N steps (0: only at the end)")
@@ -59,6 +63,10 @@ class TrainConfig(Config):
                                                 "the step and count it")
     max_skipped_steps: int = Field(20, ge=1, description="with nan_policy=skip: consecutive skips before diverged")
     report_to: list[str] = Field(default_factory=list, description="trackers through accelerate: wandb, tensorboard")
+    objective: Literal["auto", "causal_lm", "masked_diffusion"] = Field(
+        "auto", description="training loss: causal_lm (next-token) or masked_diffusion (LLaDA/Dream: masked tokens "
+        "predicted, weighted 1/t); auto: masked_diffusion when graft.bidirectional is true, else causal_lm (a "
+        "run's config stores the resolved value)")
     schedules: dict[str, ScheduleSpec] = Field(
         default_factory=dict, description="parameter schedules by target attribute, e.g. {mag_weight: {type: "
         "constant, value: 0.5}}; set on every module with that attribute before each optimizer step"
@@ -67,6 +75,13 @@ class TrainConfig(Config):
         None, description="glob patterns of parameter names to train (fnmatch); None trains every parameter "
         "that requires grad"
     )
+
+    @property
+    def resolved_muon_weight_decay(self) -> float:
+        """Muon's decay coefficient: explicit, or the one whose per-step shrink ``lr * wd`` equals AdamW's."""
+        if self.muon_weight_decay is not None:
+            return self.muon_weight_decay
+        return self.weight_decay * self.learning_rate / self.muon_learning_rate
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -23,13 +23,22 @@ from transformers import get_scheduler
 
 from archlab.data import DataBundle, EpochSampler
 from archlab.errors import ArchlabError
+from archlab.models.masked_diffusion import (
+    MaskedTotals,
+    masked_diffusion_loss_sum,
+    row_seed,
+    score_masked_batch,
+)
 from archlab.models.scoring import LossTotals, score_batch
 from archlab.rundir import RunDir
 from archlab.train import checkpoint as ckpt
 from archlab.train.callbacks import Callback
 from archlab.train.config import TrainConfig
+from archlab.train.objectives import causal_lm_sum, scored_tokens, token_weight
 from archlab.train.optim import build_optimizer
 from archlab.train.schedules import build_schedule, set_model_attribute
+
+VALIDATION_MASK_SEED = 0  # masked-diffusion validation: the same masks at every evaluation
 
 
 class Diverged(Exception):
@@ -101,8 +110,12 @@ class Trainer:
             rank=self.accelerator.process_index,
             world_size=self.accelerator.num_processes,
         )
+        if not any(bool((labels[1:] != -100).any()) for labels in data.train.labels):
+            raise ArchlabError("no training example has a token to score (every label is -100); check "
+                               "data.mask_prompt and the data's completions")
         total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * self.sampler.batches_per_epoch)
         self.state = TrainState(total, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps)
+        self.mask_token_id = _mask_token_id(data, cfg.objective)
         self._last_grad_norm = 0.0
         optimizer = build_optimizer(model, cfg)
         warmup = cfg.warmup_steps or int(round(cfg.warmup_ratio * total))
@@ -223,20 +236,32 @@ class Trainer:
 
     def _accumulate_and_step(self, indices: list[int]) -> tuple[float | None, int]:
         size = self.state.micro_batch_size
-        micro = [self.data.batch(self.data.train, indices[i : i + size]) for i in range(0, len(indices), size)]
-        total_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
+        chunks = [indices[i : i + size] for i in range(0, len(indices), size)]
+        micro = [self.data.batch(self.data.train, chunk) for chunk in chunks]
+        counts = [scored_tokens(b) for b in micro]
+        global_tokens = int(self._sum_over_ranks(sum(counts)))
+        if global_tokens == 0:
+            self._warn(f"step {self.state.step + 1}: no scored token in its examples (every label -100); skipped")
+            return None, 0
+        weight = token_weight(global_tokens, self.accelerator.num_processes)
+        distributed = self.accelerator.num_processes > 1
         self.model.train()
-        loss_sum = 0.0
-        for i, batch in enumerate(micro):
-            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
-            tokens = int((batch["labels"][:, 1:] != -100).sum())
+        summed = 0.0
+        for i, (batch, tokens, chunk) in enumerate(zip(micro, counts, chunks, strict=True)):
             sync = i == len(micro) - 1
+            if tokens == 0 and not (sync and distributed):
+                continue  # nothing scored (e.g. a fully masked prompt); a rank's last one still joins the all-reduce
+            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
             ctx = self.accelerator.no_sync(self.model) if not sync else contextlib.nullcontext()
             with ctx, self.accelerator.autocast():
-                out = self.model(**batch)
-                loss = out.loss * (tokens / max(total_tokens, 1))
-                self.accelerator.backward(loss)
-            loss_sum += float(loss.detach())
+                if self.mask_token_id is None:
+                    loss = causal_lm_sum(self.model, batch, tokens)
+                else:  # masks seeded per example and data position: independent of batching, exact on resume
+                    seeds = [row_seed(self.cfg.seed, self.state.position, j) for j in chunk]
+                    loss = masked_diffusion_loss_sum(self.model, batch, self.mask_token_id, seeds)
+                self.accelerator.backward(loss * weight)
+            summed += float(loss.detach())
+        loss_sum = self._sum_over_ranks(summed) / global_tokens
         grad_norm = float("nan")
         if math.isfinite(loss_sum):
             if self.cfg.max_grad_norm > 0:
@@ -257,7 +282,13 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._last_grad_norm = grad_norm
-        return loss_sum, total_tokens
+        return loss_sum, global_tokens
+
+    def _sum_over_ranks(self, value: float) -> float:
+        if self.accelerator.num_processes == 1:
+            return value
+        total = torch.tensor(value, dtype=torch.float64, device=self.accelerator.device)
+        return float(self.accelerator.reduce(total, reduction="sum"))
 
     def _non_finite(self, loss: float) -> tuple[None, int]:
         what = f"loss became {loss}" if not math.isfinite(loss) else "gradient norm became non-finite"
@@ -296,7 +327,7 @@ class Trainer:
         batch_size = self.cfg.per_device_eval_batch_size
         while True:
             try:
-                totals = validation_loss(self.unwrapped, self.data, batch_size)
+                totals = validation_loss(self.unwrapped, self.data, batch_size, mask_token_id=self.mask_token_id)
                 break
             except Exception as exc:
                 if not is_oom(exc) or batch_size == 1:
@@ -318,17 +349,36 @@ class Trainer:
         return metrics
 
 
-def validation_loss(model: nn.Module, data: DataBundle, batch_size: int, max_examples: int | None = None) -> LossTotals:
+def validation_loss(model: nn.Module, data: DataBundle, batch_size: int, max_examples: int | None = None,
+                    mask_token_id: int | None = None) -> LossTotals:
+    """Next-token loss on the validation split, or with ``mask_token_id`` the masked-diffusion objective
+    (fixed masks, the same at every evaluation)."""
     limit = max_examples or (data.config.max_eval_blocks if data.config else 64)
     n = min(len(data.validation), limit)
     was_training = model.training
     model.eval()
-    totals = LossTotals()
+    totals = LossTotals() if mask_token_id is None else MaskedTotals()
     for start in range(0, n, batch_size):
-        batch = data.batch(data.validation, list(range(start, min(start + batch_size, n))))
-        totals.add(score_batch(model, batch, data.token_bytes))
+        rows = list(range(start, min(start + batch_size, n)))
+        batch = data.batch(data.validation, rows)
+        if mask_token_id is None:
+            totals.add(score_batch(model, batch, data.token_bytes))
+        else:
+            seeds = [row_seed(VALIDATION_MASK_SEED, j) for j in rows]
+            totals.add(score_masked_batch(model, batch, mask_token_id, seeds, data.token_bytes))
     model.train(was_training)
     return totals
+
+
+def _mask_token_id(data: DataBundle, objective: str) -> int | None:
+    """The mask token of a masked-diffusion run (None for next-token training)."""
+    if objective != "masked_diffusion":
+        return None
+    mask_id = data.tokenizer.mask_token_id
+    if mask_id is None:
+        raise ArchlabError("train.objective=masked_diffusion needs a tokenizer with a mask token; set "
+                           "data.add_mask_token=true (a run config sets it for such runs)")
+    return mask_id
 
 
 def apply_trainable(model: nn.Module, patterns: list[str] | None) -> None:

@@ -1,7 +1,13 @@
 """Optimizers: AdamW (fused where the device allows) and the Muon hybrid.
 
 Muon (``torch.optim.Muon``) orthogonalises the update of 2-D hidden weight matrices; embeddings, the
-output head, norms and biases stay on AdamW, as in modded-nanogpt and seed 003's pilot.
+output head, norms, biases and LoRA factors stay on AdamW, as in modded-nanogpt and seed 003's pilot.
+
+Weight decay: both optimizers shrink a decayed weight by ``1 - lr * weight_decay`` per step, each with its
+own lr. With Muon's lr (0.02) far above AdamW's, one ``weight_decay`` would decay the Muon matrices many
+times faster, so Muon gets ``train.muon_weight_decay``, by default ``weight_decay * learning_rate /
+muon_learning_rate``: the same shrink per step for both groups, at every step, since the LR schedule
+scales both lrs by the same factor.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ def _adamw(groups: list[dict], cfg: TrainConfig, device: torch.device) -> torch.
 
 
 def is_muon_param(name: str, p: nn.Parameter, embedding_ids: set[int]) -> bool:
-    return p.ndim == 2 and id(p) not in embedding_ids and "lm_head" not in name and "norm" not in name
+    # LoRA factors are low-rank by design: orthogonalising their update would make it full-rank in the factor
+    return (p.ndim == 2 and id(p) not in embedding_ids and "lm_head" not in name and "norm" not in name
+            and "lora_" not in name)
 
 
 class HybridOptimizer(torch.optim.Optimizer):
@@ -75,7 +83,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     if muon_params:
         optimizers.append(
             torch.optim.Muon(
-                muon_params, lr=cfg.muon_learning_rate, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum
+                muon_params, lr=cfg.muon_learning_rate, weight_decay=cfg.resolved_muon_weight_decay,
+                momentum=cfg.muon_momentum,
             )
         )
     if rest:

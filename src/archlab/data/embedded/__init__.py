@@ -1,4 +1,4 @@
-"""The corpus and tokenizer shipped inside archlab (see PROVENANCE.md; rebuilt by scripts/build_embedded.py)."""
+"""The corpus and tokenizer shipped inside archlab (see PROVENANCE.md; rebuilt by python -m scripts.build_embedded)."""
 
 from __future__ import annotations
 
