@@ -58,9 +58,42 @@ class MemoryState:
     pending: tuple[torch.Tensor, ...] | None
     history: tuple[torch.Tensor, ...]
 
+    PREFIX = "memory."
 
-def causal_avg3(x_BTGD: torch.Tensor) -> torch.Tensor:
-    """Causal moving average over 3 tokens; the first token is replicated to the left (as TPTT)."""
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """Flat, batch-first tensors for a cache layer (``archlab.nn.cache``), which batches and reorders them."""
+        out = {f"{self.PREFIX}state": self.state} if self.state is not None else {}
+        out.update({f"{self.PREFIX}pending.{i}": z for i, z in enumerate(self.pending or ())})
+        out.update({f"{self.PREFIX}history.{i}": z for i, z in enumerate(self.history)})
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> MemoryState | None:
+        """The state ``to_tensors`` stored, or None when the cache holds none yet."""
+        def rows(kind: str) -> tuple[torch.Tensor, ...]:
+            found, i = [], 0
+            while f"{cls.PREFIX}{kind}.{i}" in tensors:
+                found.append(tensors[f"{cls.PREFIX}{kind}.{i}"])
+                i += 1
+            return tuple(found)
+
+        history, pending = rows("history"), rows("pending")
+        if not history:
+            return None
+        return cls(tensors.get(f"{cls.PREFIX}state"), pending or None, history)
+
+
+def causal_avg3(x_BTGD: torch.Tensor, mask_BT: torch.Tensor | None = None) -> torch.Tensor:
+    """Causal moving average over 3 tokens; the first token is replicated to the left (as TPTT).
+
+    With a padding mask, a row's first real token is the one replicated (into its left padding too), so a
+    left-padded row gets the averages of the unpadded one.
+    """
+    if mask_BT is not None:
+        real = mask_BT.bool()
+        first_real = real.to(torch.int8).argmax(dim=1)
+        x_first = x_BTGD[torch.arange(x_BTGD.shape[0], device=x_BTGD.device), first_real]
+        x_BTGD = torch.where(real[:, :, None, None], x_BTGD, x_first[:, None])
     first = x_BTGD[:, :1]
     padded = torch.cat([first, first, x_BTGD], dim=1)
     return (padded[:, 2:] + padded[:, 1:-1] + padded[:, :-2]) / 3.0
@@ -176,9 +209,9 @@ class MemoryBranch(nn.Module):
         if self.beta_mode == "constant":
             beta = k.new_full((b, t, self.num_kv_heads), 0.5)
         elif self.beta_mode == "head":
-            beta = torch.sigmoid(causal_avg3(k).mean(-1))
+            beta = torch.sigmoid(causal_avg3(k, mask_BT).mean(-1))
         else:  # per-channel gates averaged to the one scalar per head an exact delta rule can take
-            beta = torch.sigmoid(causal_avg3(k)).mean(-1)
+            beta = torch.sigmoid(causal_avg3(k, mask_BT)).mean(-1)
         q, k = self.feature(q), self.feature(k)
         if mask_BT is not None:  # padding writes nothing, and lagged virtual tokens see zeros there
             keep = mask_BT.to(v.dtype)
