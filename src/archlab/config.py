@@ -66,7 +66,13 @@ def explain_validation_error(cls: type[BaseModel], exc: ValidationError, where: 
         return f"{prefix}missing required key '{key}'{more}"
     got = err.get("input")
     got_s = repr(got) if not isinstance(got, dict | list) else type(got).__name__
-    return f"{prefix}'{key}': {err['msg'].lower()} (got {got_s}){more}"
+    msg = err["msg"].removeprefix("Value error, ")  # a validator's own sentence, as written
+    msg = msg if msg != err["msg"] else msg.lower()
+    if not key:  # a model-level check: its sentence names the keys itself
+        return f"{prefix}{msg}{more}"
+    if got_s in msg:
+        return f"{prefix}'{key}': {msg}{more}"
+    return f"{prefix}'{key}': {msg} (got {got_s}){more}"
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from archlab.plan.schema import RunConfig
 from archlab.plan.store import RunDir, atomic_write, environment, try_lock
 from archlab.train import Callback, Diverged, Trainer
 from archlab.train.checkpoint import load_latest
+from archlab.train.schedules import set_model_attribute
 
 MODEL_DIR = "model"
 
@@ -59,9 +60,9 @@ def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Ou
             model = apply_graft(model, config.graft)
         # frozen weights of a pretrained base are re-read from its files, so checkpoints skip them
         trainer = Trainer(model, data, config.train, run.path, callbacks=callbacks,
-                          checkpoint_frozen=config.model.pretrained is None)
+                          checkpoint_frozen=config.model.pretrained is None, eval_values=config.eval_values())
         state = trainer.fit()
-        model = trainer.unwrapped
+        model = set_eval_values(trainer.unwrapped, config)
         if exports_model(config):
             model.save_pretrained(run.path / MODEL_DIR)
             data.tokenizer.save_pretrained(run.path / MODEL_DIR)
@@ -97,13 +98,20 @@ def exports_model(config: RunConfig) -> bool:
 
 def load_trained_model(run: RunDir, config: RunConfig, vocab_size: int):
     if (run.path / MODEL_DIR).exists():
-        return AutoModelForCausalLM.from_pretrained(run.path / MODEL_DIR)
+        return set_eval_values(AutoModelForCausalLM.from_pretrained(run.path / MODEL_DIR), config)
     set_seed(config.train.seed)
     model = build_model(config.model, vocab_size=vocab_size)
     if config.graft is not None:
         model = apply_graft(model, config.graft)
     if load_latest(run.path / "checkpoints", model) is None:
         raise ArchlabError(f"{run.path} has no checkpoint to evaluate (status: {run.status().get('status')})")
+    return set_eval_values(model, config)
+
+
+def set_eval_values(model, config: RunConfig):
+    """Scheduled attributes (a graft's mu, ...) at the values the run's config records for evaluation."""
+    for name, value in config.eval_values().items():
+        set_model_attribute(model, name, value)
     return model
 
 
