@@ -118,7 +118,7 @@ CASES = {
     "missing data file": (_plan(**{"defaults.data.source": "./no/such/file.txt"}), "data file not found"),
     "num_hidden_layers: 0": (_plan(**{"defaults.model.config.num_hidden_layers": 0}), "num_hidden_layers=0"),
     "max_steps: true": (_plan(**{"defaults.train.max_steps": True}), "'train.max_steps': a boolean is not a number"),
-    "unknown mixer option": (_plan(**{"defaults.model.config.mixer_options": {"windw": 3}}), "unknown option"),
+    "unknown mixer option": (_plan(**{"defaults.model.config.mixer_options": {"windw": 3}}), "mixer_options.attention: unknown key 'windw' (did you mean 'sliding_window'?)"),
     "rule on an unknown axis": (_plan(rules=[{"when": {"postion": "rope"}, "set": {"train.seed": 1}}]),
                                 "'postion' is no axis of this plan (did you mean 'pos'?)"),
     "rule on an unknown label": (_plan(rules=[{"when": {"pos": "rop"}, "set": {"train.seed": 1}}]),

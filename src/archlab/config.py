@@ -87,8 +87,10 @@ def explain_validation_error(cls: type[BaseModel], exc: ValidationError, where: 
     got_s = repr(got) if not isinstance(got, dict | list) else type(got).__name__
     if err["type"] == "value_error":  # our own validators' messages, without pydantic's "Value error, "
         what = str(err.get("ctx", {}).get("error", err["msg"]))
-        got_part = "" if isinstance(got, dict | list) else f" (got {got_s})"
-        return f"{prefix}{f'{key!r}: ' if key else ''}{what}{got_part}{more}"
+        if not key:  # a model-level check: its sentence names the keys itself
+            return f"{prefix}{what}{more}"
+        got_part = "" if isinstance(got, dict | list) or got_s in what else f" (got {got_s})"
+        return f"{prefix}'{key}': {what}{got_part}{more}"
     return f"{prefix}'{key}': {err['msg'].lower()} (got {got_s}){more}"
 
 

@@ -120,7 +120,7 @@ def test_bad_layers_and_double_graft_are_clear_errors():
     ("data", "message"),
     [
         ({"operater": "delta_rule"}, "unknown key 'operater' .*did you mean 'operator'"),
-        ({"operator": "delta_rul"}, "'operator': input should be"),
+        ({"operator": "delta_rul"}, "'operator': 'delta_rul' is not a graft operator \\(did you mean 'delta_rule'\\?\\)"),
         ({"mag_weight": 1.5}, "'mag_weight'"),
         ({"tptt_compat": True}, "tptt_compat changes only the delta_product"),
     ],

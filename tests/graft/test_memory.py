@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from archlab.errors import ArchlabError
 from archlab.nn.memory import MemoryBranch, causal_avg3, finite_difference, rotate_pairs, virtual_tokens
 
 B, T, H, G, D = 2, 11, 4, 2, 8
@@ -121,7 +122,7 @@ def test_mix_is_exactly_the_base_output_at_zero():
 
 
 def test_bad_options_raise():
-    with pytest.raises(ValueError, match="operator must be one of"):
+    with pytest.raises(ArchlabError, match="unknown graft operator 'delta_rul' \\(did you mean 'delta_rule'"):
         MemoryBranch(H, G, D, operator="delta_rul")
     with pytest.raises(ValueError, match="multiple of num_kv_heads"):
         MemoryBranch(4, 3, D)

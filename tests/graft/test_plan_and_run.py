@@ -46,7 +46,7 @@ def test_a_grafted_run_trains_with_a_cyclic_mu_schedule(corpus_dir, tmp_path):
         "model": {"hf_config": {"model_type": "llama", "hidden_size": 32, "intermediate_size": 48,
                                 "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}},
         "data": {"source": str(corpus_dir), "tokenizer": "bytes", "block_size": 32},
-        "graft": {"operator": "delta_product", "chunk_size": 8},
+        "graft": {"operator": "delta_product", "chunk_size": 8, "eval_mag_weight": 1.0},
         "train": {"max_steps": 3, "per_device_train_batch_size": 2, "logging_steps": 1,
                   "schedules": {"mag_weight": {"type": "cyclic", "values": [0.0, 1.0]}}},
         "eval": [{"name": "loss", "max_examples": 4}, {"name": "generate_samples", "num_prompts": 1,

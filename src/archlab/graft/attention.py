@@ -11,13 +11,13 @@ so the projections are computed once (and include LoRA when it is injected).
 from __future__ import annotations
 
 import inspect
-import weakref
 
 import torch
 from torch import nn
 
 from archlab.errors import ArchlabError
 from archlab.graft.adapters import Layout
+from archlab.nn.cache import states_of
 from archlab.nn.memory import MemoryBranch, MemoryState
 
 CACHE_KEYS = ("cache", "past_key_values", "past_key_value")  # v5, v4 and remote-code (OpenELM) names
@@ -26,16 +26,15 @@ _OUTPUT_INPUT = "<output projection input>"
 
 
 class GraftContext:
-    """Per-model state shared by its grafted layers: the 2-D padding mask of the current call, decode states.
+    """What the grafted layers of one model share: the 2-D padding mask of the current forward call.
 
     Attention modules in transformers v5 get a prepared 4-D (or no) mask, so the 2-D padding mask is taken from
-    the top-level forward call by a pre-hook. Decode states are keyed by the cache object ``generate`` passes
-    down, so they die with it.
+    the top-level forward call by a pre-hook. Decoding state is not kept here: it lives in the cache layer of
+    each attention (``archlab.nn.cache.states_of``), so copying, batching and reordering the cache carry it.
     """
 
     def __init__(self) -> None:
         self.attention_mask: torch.Tensor | None = None
-        self._states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def padding_mask(self, batch: int, t_new: int) -> torch.Tensor | None:
         """[B, t_new] mask of the newest tokens, or None when nothing is padded (or the shapes do not fit)."""
@@ -44,12 +43,6 @@ class GraftContext:
             return None
         mask = mask[:, -t_new:]
         return None if bool(mask.all()) else mask
-
-    def state(self, cache: object, slot: int) -> MemoryState | None:
-        return self._states.get(cache, {}).get(slot)
-
-    def store(self, cache: object, slot: int, state: MemoryState) -> None:
-        self._states.setdefault(cache, {})[slot] = state
 
     def attach(self, model: nn.Module) -> None:
         """Hook ``model``'s forward so every call publishes its 2-D attention mask to the grafted layers."""
@@ -97,15 +90,26 @@ class GraftedAttentionMixin:
         attended = captured.get(_OUTPUT_INPUT)
         rms = attended.float().pow(2).mean(-1, keepdim=True).sqrt() if attended is not None else None
         context = self.archlab_context
-        state = context.state(cache, self.archlab_slot) if decoding else None
+        holder = states_of(cache, self._cache_layer_index()) if decoding else None
+        state = MemoryState.from_tensors(holder.states) if holder is not None else None
         o_memory, new_state = memory(q, k, v, context.padding_mask(*q.shape[:2]), state, return_state=decoding,
                                      attention_rms=rms)
-        if decoding:
-            context.store(cache, self.archlab_slot, new_state)
+        if holder is not None:
+            for name in [n for n in holder.states if n.startswith(MemoryState.PREFIX)]:
+                holder.set(name, None)
+            for name, tensor in new_state.to_tensors().items():
+                holder.set(name, tensor)
+            holder.seen_tokens += q.shape[1]
         o_memory = getattr(self, layout.output)(o_memory)
         base = out[0] if isinstance(out, tuple) else out
         mixed = memory.mix(base, o_memory)
         return (mixed, *out[1:]) if isinstance(out, tuple) else mixed
+
+
+    def _cache_layer_index(self) -> int:
+        """The cache layer of this attention: its own ``layer_idx`` (HF attentions have one), else its slot."""
+        index = getattr(self, "layer_idx", None)
+        return index if isinstance(index, int) else self.archlab_slot
 
 
 def _capture(store: dict[str, torch.Tensor], name: str):

@@ -11,7 +11,9 @@ AutoConfig.register(ArchlabTransformerConfig.model_type, ArchlabTransformerConfi
 AutoModelForCausalLM.register(ArchlabTransformerConfig, ArchlabTransformerForCausalLM, exist_ok=True)
 ARCHITECTURES.register(
     "transformer",
-    Architecture(ArchlabTransformerConfig, ArchlabTransformerForCausalLM),
+    Architecture(ArchlabTransformerConfig, ArchlabTransformerForCausalLM,
+                 tiny_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                  intermediate_size=64, max_position_embeddings=64, eos_token_id=None)),
     help="baseline decoder: learned/RoPE/no positions, pre/post norm, LayerNorm/RMSNorm, pluggable mixer",
 )
 

@@ -3,8 +3,10 @@
 Notable features:
 - positions: learned absolute (GPT-2), RoPE (Llama) or none (NoPE);
 - pre- or post-norm residual blocks, LayerNorm or RMSNorm;
-- a pluggable token-mixer slot (``mixer`` names an entry of ``archlab.nn.MIXERS``) and MLP slot;
-- GQA, sliding-window attention, tied embeddings, gradient checkpointing, KV cache for ``generate``.
+- typed per-layer token mixers (``pattern`` / HF ``layer_types``; entries of ``archlab.nn.MIXERS``: attention,
+  deltanet, gated_deltanet, ...) and an MLP slot, each with its own options class;
+- GQA, sliding-window attention, tied embeddings, gradient checkpointing;
+- one ``Cache`` carrying every layer's state (KV or recurrent) for ``generate``, copying, batching and beams.
 """
 
 from __future__ import annotations
@@ -15,18 +17,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils.deprecation import deprecate_kwarg
 
+from archlab.errors import did_you_mean
 from archlab.nn import MIXERS, MLPS, build_norm
+from archlab.nn.cache import cache_length
+from archlab.nn.mixers import BlockDims
 from archlab.nn.rope import RotaryEmbedding
 
 POSITION_KINDS = ("learned", "rope", "none")
 
 
 class ArchlabTransformerConfig(PretrainedConfig):
-    """Configuration of :class:`ArchlabTransformerForCausalLM` (all sizes in units of features)."""
+    """Configuration of :class:`ArchlabTransformerForCausalLM` (all sizes in units of features).
+
+    The per-layer layout: ``pattern`` (archlab mixer names, repeated over the layers: ``[deltanet, deltanet,
+    deltanet, attention]`` is a 3:1 hybrid), or Hugging Face's ``layer_types`` (``full_attention`` /
+    ``sliding_attention`` -> the attention mixer, ``linear_attention`` -> ``linear_mixer``, as Qwen3-Next), or
+    ``mixer`` for every layer. The resolved mixer of each layer is ``layer_mixers``; ``layer_types`` is always
+    set (derived from the mixers) so ``DynamicCache(config=...)`` builds the right cache for each layer.
+    ``mixer_options`` holds typed options per mixer name (``{deltanet: {conv_size: 4}}``), validated here.
+    """
 
     model_type = "archlab_transformer"
     keys_to_ignore_at_inference = ["cache"]
@@ -46,8 +60,12 @@ class ArchlabTransformerConfig(PretrainedConfig):
         norm_position: str = "pre",
         norm_eps: float = 1e-5,
         mixer: str = "attention",
+        pattern: list[str] | None = None,
+        layer_types: list[str] | None = None,
+        linear_mixer: str = "gated_deltanet",
         mixer_options: dict[str, Any] | None = None,
         mlp: str = "gelu",
+        mlp_options: dict[str, Any] | None = None,
         bias: bool = True,
         dropout: float = 0.0,
         sliding_window: int | None = None,
@@ -62,6 +80,9 @@ class ArchlabTransformerConfig(PretrainedConfig):
             raise ValueError(f"position_embedding must be one of {POSITION_KINDS}, got '{position_embedding}'")
         if norm_position not in ("pre", "post"):
             raise ValueError(f"norm_position must be 'pre' or 'post', got '{norm_position}'")
+        if num_hidden_layers < 1:
+            raise ValueError(f"num_hidden_layers={num_hidden_layers}: a model needs at least one layer")
+        kwargs.pop("layer_mixers", None)  # derived below; present in a saved config.json
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
@@ -75,12 +96,18 @@ class ArchlabTransformerConfig(PretrainedConfig):
         self.norm_position = norm_position
         self.norm_eps = norm_eps
         self.mixer = mixer
-        self.mixer_options = dict(mixer_options or {})
+        self.pattern = list(pattern) if pattern else None
+        self.linear_mixer = linear_mixer
         self.mlp = mlp
+        self.mlp_options = dict(mlp_options or {})
         self.bias = bias
         self.dropout = dropout
         self.sliding_window = sliding_window
         self.initializer_range = initializer_range
+        self.layer_mixers = resolve_layer_mixers(num_hidden_layers, mixer, self.pattern, layer_types, linear_mixer)
+        self.mixer_options = normalize_mixer_options(mixer_options, self.layer_mixers)
+        self.layer_types = self._derive_layer_types()
+        MLPS.get(mlp).parse_options(self.mlp_options, where="model.config.mlp_options")
         super().__init__(
             tie_word_embeddings=tie_word_embeddings,
             bos_token_id=bos_token_id,
@@ -89,31 +116,75 @@ class ArchlabTransformerConfig(PretrainedConfig):
             **kwargs,
         )
 
+    def _derive_layer_types(self) -> list[str]:
+        dims = BlockDims.from_config(self)
+        out = []
+        for name in self.layer_mixers:
+            cls = MIXERS.get(name)
+            out.append(cls.layer_type_for(dims, self.options_of(name)))
+        return out
+
+    def options_of(self, mixer: str):
+        """The typed options of ``mixer`` (validated; unknown keys raise with the closest valid one)."""
+        cls = MIXERS.get(mixer)
+        return cls.parse_options(self.mixer_options.get(mixer), where=f"model.config.mixer_options.{mixer}")
+
+
+def resolve_layer_mixers(num_layers: int, mixer: str, pattern: list[str] | None, layer_types: list[str] | None,
+                         linear_mixer: str) -> list[str]:
+    """One registered mixer name per layer, from ``pattern``, HF ``layer_types`` or ``mixer`` (in that order)."""
+    if pattern:
+        if layer_types:  # both are layouts; a saved config has layer_types derived from the pattern
+            derived = [pattern[i % len(pattern)] for i in range(num_layers)]
+            if len(layer_types) != num_layers:
+                raise ValueError(f"layer_types has {len(layer_types)} entries for {num_layers} layers")
+            return derived
+        names = [pattern[i % len(pattern)] for i in range(num_layers)]
+    elif layer_types:
+        if len(layer_types) != num_layers:
+            raise ValueError(f"layer_types has {len(layer_types)} entries but num_hidden_layers is {num_layers}")
+        attention = mixer if MIXERS.get(mixer).layer_type != "linear_attention" else "attention"
+        kinds = {"full_attention": attention, "sliding_attention": attention, "linear_attention": linear_mixer}
+        bad = [t for t in layer_types if t not in kinds]
+        if bad:
+            raise ValueError(f"layer_types entry '{bad[0]}' unknown{did_you_mean(bad[0], kinds)}; use "
+                             f"full_attention, sliding_attention or linear_attention (or 'pattern' with mixer names)")
+        names = [kinds[t] for t in layer_types]
+    else:
+        names = [mixer] * num_layers
+    for name in dict.fromkeys(names):
+        MIXERS.get(name)  # unknown names fail here, with "did you mean"
+    return names
+
+
+def normalize_mixer_options(options: dict[str, Any] | None, layer_mixers: list[str]) -> dict[str, dict[str, Any]]:
+    """``{mixer name: {option: value}}``; a flat dict is accepted when every layer uses the same mixer."""
+    options = dict(options or {})
+    used = list(dict.fromkeys(layer_mixers))
+    if options and not all(k in MIXERS for k in options):
+        if len(used) > 1:
+            raise ValueError(f"mixer_options must be keyed by mixer name when layers use several mixers ({used}), "
+                             f"e.g. {{{used[0]}: {{...}}}}")
+        options = {used[0]: options}
+    unused = [k for k in options if k not in used]
+    if unused:
+        raise ValueError(f"mixer_options.{unused[0]} is given but no layer uses mixer '{unused[0]}' (layers: {used})")
+    return {k: dict(v or {}) for k, v in options.items()}
+
 
 class DecoderBlock(GradientCheckpointingLayer):
     """x + mixer(norm(x)); x + mlp(norm(x)) (pre-norm) or norm(x + mixer(x)) ... (post-norm)."""
 
     def __init__(self, config: ArchlabTransformerConfig, layer_idx: int):
         super().__init__()
+        dims = BlockDims.from_config(config)
         self.pre_norm = config.norm_position == "pre"
         self.mixer_norm = build_norm(config.norm_type, config.hidden_size, config.norm_eps)
         self.mlp_norm = build_norm(config.norm_type, config.hidden_size, config.norm_eps)
-        options: dict[str, Any] = {"sliding_window": config.sliding_window} if config.mixer == "attention" else {}
-        options.update(config.mixer_options)
-        self.mixer = MIXERS.get(config.mixer)(
-            config.hidden_size,
-            config.num_attention_heads,
-            config.num_key_value_heads,
-            layer_idx=layer_idx,
-            bias=config.bias,
-            dropout=config.dropout,
-            rope=config.position_embedding == "rope",
-            rope_theta=config.rope_theta,
-            **options,
-        )
-        self.mlp = MLPS.get(config.mlp)(
-            config.hidden_size, config.intermediate_size, bias=config.bias, dropout=config.dropout
-        )
+        name = config.layer_mixers[layer_idx]
+        self.mixer = MIXERS.get(name)(dims, config.options_of(name), layer_idx)
+        mlp = MLPS.get(config.mlp)
+        self.mlp = mlp(dims, mlp.parse_options(config.mlp_options, where="model.config.mlp_options"))
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, position_ids, attention_mask=None, cache=None) -> torch.Tensor:
@@ -165,28 +236,31 @@ class ArchlabTransformerModel(ArchlabTransformerPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        cache: DynamicCache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         **kwargs: Any,
-    ) -> tuple[torch.Tensor, DynamicCache | None]:
+    ) -> tuple[torch.Tensor, Cache | None]:
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         b, t = x.shape[:2]
+        if use_cache is None:
+            use_cache = cache is not None  # a cache handed in is used (and advanced), as in transformers' models
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
-        past = cache.get_seq_length() if cache is not None else 0
+        past = cache_length(cache) if use_cache else 0
         if position_ids is None:
             if attention_mask is not None and not bool(attention_mask.all()):
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -t:]
             else:
                 position_ids = torch.arange(past, past + t, device=x.device).expand(b, t)
         if self.embed_positions is not None:
-            if int(position_ids.max()) >= self.config.max_position_embeddings:
+            if not torch.compiler.is_compiling() and int(position_ids.max()) >= self.config.max_position_embeddings:
                 raise ValueError(
                     f"sequence position {int(position_ids.max())} exceeds max_position_embeddings "
                     f"({self.config.max_position_embeddings}); raise it or use position_embedding='rope'"
@@ -222,12 +296,13 @@ class ArchlabTransformerForCausalLM(ArchlabTransformerPreTrainedModel, Generatio
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        cache: DynamicCache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,

@@ -30,16 +30,46 @@ FEATURE_MAPS.register("silu_l2", lambda x: F.normalize(F.silu(x), dim=-1, eps=1e
 FEATURE_MAPS.register("relu_l2", lambda x: F.normalize(F.relu(x), dim=-1, eps=1e-6), help="ReLU then L2 norm")
 FEATURE_MAPS.register("l2", lambda x: F.normalize(x, dim=-1, eps=1e-6), help="L2 norm only (DeltaNet default)")
 
-# operator -> (householder steps per token n_h, virtual-token trick, state non-linearity)
-OPERATORS: dict[str, tuple[int, str | None, str | None]] = {
-    "delta_rule": (1, None, None),
-    "delta_rule_gelu": (1, None, "gelu_rownorm"),
-    "delta_product": (2, "derivative", None),
-    "delta_product_rotation": (2, "rotation", None),
-    "delta_product_derived_rotation": (2, "combined", None),
-}
-BETA_MODES = ("head", "channel", "constant")
-OUTPUT_SCALES = ("attention", "unit")
+
+
+@dataclass(frozen=True)
+class Operator:
+    """A memory operator: householder steps per token, its virtual-token trick, its state non-linearity."""
+
+    n_h: int
+    trick: str | None = None
+    state_nonlinearity: str | None = None
+    default_chunk: int = 64
+
+
+# The one table of allowed values: archlab.graft.GraftConfig validates against these registries.
+OPERATORS: Registry[Operator] = Registry("graft operator")
+OPERATORS.register("delta_rule", Operator(1), help="delta rule, one householder step per token (n_h=1)")
+OPERATORS.register("delta_rule_gelu", Operator(1, None, "gelu_rownorm"),
+                   help="delta rule + row-normalised GELU on the state between chunks (seed 000's + non-linearity)")
+OPERATORS.register("delta_product", Operator(2, "derivative", None, 32),
+                   help="DeltaProduct n_h=2, virtual tokens by the derivative (finite difference) trick")
+OPERATORS.register("delta_product_rotation", Operator(2, "rotation", None, 32),
+                   help="DeltaProduct n_h=2, virtual tokens by rotation")
+OPERATORS.register("delta_product_derived_rotation", Operator(2, "combined", None, 32),
+                   help="DeltaProduct n_h=2, derivative + rotation combined")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A named setting with no data of its own (a registry entry; a bare string would read as "module:attr")."""
+
+    name: str
+
+
+BETA_MODES: Registry[Choice] = Registry("beta mode")
+BETA_MODES.register("head", Choice("head"), help="sigmoid of the head-mean of the 3-tap averaged keys")
+BETA_MODES.register("channel", Choice("channel"),
+                    help="head-mean of the per-channel sigmoids of the 3-tap averaged keys")
+BETA_MODES.register("constant", Choice("constant"), help="0.5")
+OUTPUT_SCALES: Registry[Choice] = Registry("output scale")
+OUTPUT_SCALES.register("attention", Choice("attention"), help="scaled to the base attention's per-token RMS")
+OUTPUT_SCALES.register("unit", Choice("unit"), help="unit RMS (TPTT's default, which swamps small attention outputs)")
 HISTORY = 2  # raw rows kept for decoding: the 3-tap beta average and the derivative look 2 / 1 tokens back
 
 
@@ -50,17 +80,54 @@ class MemoryState:
     Attributes:
         state: delta-rule state [B, H, D, D] at the last chunk boundary (None before any full chunk).
         pending: (q, k, v, beta) rows since that boundary, only for operators whose chunk size is part of the
-            model (state non-linearity); empty tensors otherwise.
+            model (state non-linearity), right-aligned per row (zero rows on the left); None otherwise.
         history: the last <= 2 raw (q, k, v, mask) rows, so beta pooling and virtual tokens see real context.
+        pending_len: [B] how many of each row's pending rows are real (rows differ when padding differs).
     """
 
     state: torch.Tensor | None
     pending: tuple[torch.Tensor, ...] | None
     history: tuple[torch.Tensor, ...]
+    pending_len: torch.Tensor | None = None
+
+    PREFIX = "memory."
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """Flat, batch-first tensors for a cache layer (``archlab.nn.cache``), which batches and reorders them."""
+        out = {f"{self.PREFIX}state": self.state} if self.state is not None else {}
+        out.update({f"{self.PREFIX}pending.{i}": z for i, z in enumerate(self.pending or ())})
+        out.update({f"{self.PREFIX}history.{i}": z for i, z in enumerate(self.history)})
+        if self.pending_len is not None:
+            out[f"{self.PREFIX}pending_len"] = self.pending_len
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> MemoryState | None:
+        """The state ``to_tensors`` stored, or None when the cache holds none yet."""
+        def rows(kind: str) -> tuple[torch.Tensor, ...]:
+            found, i = [], 0
+            while f"{cls.PREFIX}{kind}.{i}" in tensors:
+                found.append(tensors[f"{cls.PREFIX}{kind}.{i}"])
+                i += 1
+            return tuple(found)
+
+        history, pending = rows("history"), rows("pending")
+        if not history:
+            return None
+        return cls(tensors.get(f"{cls.PREFIX}state"), pending or None, history, tensors.get(f"{cls.PREFIX}pending_len"))
 
 
-def causal_avg3(x_BTGD: torch.Tensor) -> torch.Tensor:
-    """Causal moving average over 3 tokens; the first token is replicated to the left (as TPTT)."""
+def causal_avg3(x_BTGD: torch.Tensor, mask_BT: torch.Tensor | None = None) -> torch.Tensor:
+    """Causal moving average over 3 tokens; the first token is replicated to the left (as TPTT).
+
+    With a padding mask, a row's first real token is the one replicated (into its left padding too), so a
+    left-padded row gets the averages of the unpadded one.
+    """
+    if mask_BT is not None:
+        real = mask_BT.bool()
+        first_real = real.to(torch.int8).argmax(dim=1)
+        x_first = x_BTGD[torch.arange(x_BTGD.shape[0], device=x_BTGD.device), first_real]
+        x_BTGD = torch.where(real[:, :, None, None], x_BTGD, x_first[:, None])
     first = x_BTGD[:, :1]
     padded = torch.cat([first, first, x_BTGD], dim=1)
     return (padded[:, 2:] + padded[:, 1:-1] + padded[:, :-2]) / 3.0
@@ -139,18 +206,15 @@ class MemoryBranch(nn.Module):
     ):
         """Args mirror ``archlab.graft.GraftConfig`` (see its field descriptions); head counts from the base."""
         super().__init__()
-        if operator not in OPERATORS:
-            raise ValueError(f"operator must be one of {list(OPERATORS)}, got {operator!r}")
-        if output_scale not in OUTPUT_SCALES:
-            raise ValueError(f"output_scale must be one of {OUTPUT_SCALES}, got {output_scale!r}")
-        if beta_mode not in BETA_MODES:
-            raise ValueError(f"beta_mode must be one of {BETA_MODES}, got {beta_mode!r}")
+        spec = OPERATORS.get(operator)
+        OUTPUT_SCALES.get(output_scale)
+        BETA_MODES.get(beta_mode)
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
         self.feature = FEATURE_MAPS.get(feature_map)
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.operator, self.chunk_size, self.impl = operator, chunk_size, impl
-        self.n_h, self.trick, self.state_nonlinearity = OPERATORS[operator]
+        self.n_h, self.trick, self.state_nonlinearity = spec.n_h, spec.trick, spec.state_nonlinearity
         self.beta_mode, self.bidirectional, self.tptt_compat = beta_mode, bidirectional, tptt_compat
         self.mag_weight = float(mag_weight)
         self.output_scale = output_scale
@@ -176,9 +240,9 @@ class MemoryBranch(nn.Module):
         if self.beta_mode == "constant":
             beta = k.new_full((b, t, self.num_kv_heads), 0.5)
         elif self.beta_mode == "head":
-            beta = torch.sigmoid(causal_avg3(k).mean(-1))
+            beta = torch.sigmoid(causal_avg3(k, mask_BT).mean(-1))
         else:  # per-channel gates averaged to the one scalar per head an exact delta rule can take
-            beta = torch.sigmoid(causal_avg3(k)).mean(-1)
+            beta = torch.sigmoid(causal_avg3(k, mask_BT)).mean(-1)
         q, k = self.feature(q), self.feature(k)
         if mask_BT is not None:  # padding writes nothing, and lagged virtual tokens see zeros there
             keep = mask_BT.to(v.dtype)
@@ -207,31 +271,59 @@ class MemoryBranch(nn.Module):
             return delta_rule(q, k[:, :, :, 0], v[:, :, :, 0], beta[..., 0], **opts)
         return delta_product(q, k, v, beta, **opts)
 
-    def _run(self, rows, state: MemoryState | None, return_state: bool):
+    def _run(self, rows, state: MemoryState | None, return_state: bool, mask_BT: torch.Tensor | None):
         """Outputs of ``rows`` (all new tokens) starting from ``state``; the next state when asked."""
         if self.bidirectional:
             o_fwd, _ = self._op(*rows, None, False)
             o_bwd, _ = self._op(*(z.flip(1) for z in rows), None, False)
             return (o_fwd + o_bwd.flip(1)) / 2, None
+        if self.state_nonlinearity and (return_state or (mask_BT is not None and not bool(mask_BT.all()))):
+            return self._run_by_row(rows, state, return_state, mask_BT)
         if not return_state:
             return self._op(*rows, None, False)[0], None
-        n_new = rows[0].shape[1]
-        if state is not None and state.pending is not None:
-            rows = tuple(torch.cat([p, r], dim=1) for p, r in zip(state.pending, rows, strict=True))
-        start = state.state if state is not None else None
-        total = rows[0].shape[1]
-        # With a state non-linearity the map sits at chunk boundaries counted from the first token, so the
-        # state is advanced only over whole chunks and the rest is kept as pending rows (exact decoding).
-        done = (total // self.chunk_size) * self.chunk_size if self.state_nonlinearity else total
-        outs = []
-        if done:
-            o, start = self._op(*(z[:, :done] for z in rows), start, True)
-            outs.append(o)
-        if done < total:
-            outs.append(self._op(*(z[:, done:] for z in rows), start, False)[0])
-        pending = tuple(z[:, done:].detach() for z in rows) if self.state_nonlinearity else None
-        o = torch.cat(outs, dim=1)[:, total - n_new :]
-        return o, MemoryState(start.detach() if start is not None else None, pending, ())
+        o, final = self._op(*rows, state.state if state is not None else None, True)
+        return o, MemoryState(final.detach(), None, ())
+
+    def _run_by_row(self, rows, state: MemoryState | None, return_state: bool, mask_BT: torch.Tensor | None):
+        """The state non-linearity sits at chunk boundaries counted from each row's first real token, so rows
+        with different padding cannot share one chunk grid: each row runs alone, over whole chunks, and keeps
+        the rest as pending rows (right-aligned, with their count) for the next call — exact decoding."""
+        batch, t_new = rows[0].shape[:2]
+        out = rows[2].new_zeros(batch, t_new, rows[2].shape[2], rows[2].shape[-1])  # [B, T, H, V]
+        states, pendings = [], []
+        for b in range(batch):
+            real = mask_BT[b].bool() if mask_BT is not None else torch.ones(t_new, dtype=torch.bool)
+            row = tuple(z[b : b + 1, real.to(z.device)] for z in rows)
+            kept = 0
+            if state is not None and state.pending is not None:
+                kept = int(state.pending_len[b])
+                row = tuple(torch.cat([p[b : b + 1, p.shape[1] - kept :], z], 1) for p, z in zip(state.pending, row,
+                                                                                                  strict=True))
+            start = state.state[b : b + 1] if state is not None and state.state is not None else None
+            total = row[0].shape[1]
+            done = (total // self.chunk_size) * self.chunk_size
+            outs = []
+            if done:
+                o, start = self._op(*(z[:, :done] for z in row), start, True)
+                outs.append(o)
+            if done < total:
+                outs.append(self._op(*(z[:, done:] for z in row), start, False)[0])
+            if outs:
+                out[b, real.to(out.device)] = torch.cat(outs, 1)[0, kept:].to(out.dtype)
+            states.append(start if start is not None else None)
+            pendings.append(tuple(z[:, done:] for z in row))
+        if not return_state:
+            return out, None
+        template = next((s for s in states if s is not None), None)
+        if template is None:  # no row has a whole chunk yet: the state is zero, which the op reads as none
+            d_k, d_v = rows[1].shape[-1], rows[2].shape[-1]
+            template = rows[1].new_zeros(1, rows[0].shape[2], d_k, d_v)
+        stacked = torch.cat([s if s is not None else torch.zeros_like(template) for s in states]).detach()
+        width = max(p[0].shape[1] for p in pendings)
+        pending = tuple(torch.cat([F.pad(p[i], (0, 0) * (p[i].ndim - 2) + (width - p[i].shape[1], 0))
+                                   for p in pendings]).detach() for i in range(len(rows)))
+        lengths = torch.tensor([p[0].shape[1] for p in pendings], device=rows[0].device)
+        return out, MemoryState(stacked, pending, (), lengths)
 
     def forward(
         self,
@@ -268,7 +360,8 @@ class MemoryBranch(nn.Module):
             raw = tuple(torch.cat([h, r], dim=1) for h, r in zip(state.history, raw, strict=True))
         feats = self._features(*raw[:3], raw[3] if padding_mask is not None or state is not None else None)
         rows = tuple(z[:, -t_new:] for z in feats)
-        o_BTHD, new_state = self._run(rows, state, return_state)
+        mask_new = padding_mask[:, -t_new:] if padding_mask is not None else None
+        o_BTHD, new_state = self._run(rows, state, return_state, mask_new)
         if new_state is not None:
             new_state.history = tuple(z[:, -HISTORY:].detach() for z in raw)
         o = o_BTHD.reshape(*o_BTHD.shape[:2], -1)

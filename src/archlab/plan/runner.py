@@ -22,6 +22,7 @@ from archlab.plan.schema import RunConfig
 from archlab.plan.store import RunDir, environment, try_lock
 from archlab.train import Callback, Diverged, Trainer
 from archlab.train.checkpoint import load_latest, remove_partial_saves
+from archlab.train.schedules import set_model_attribute
 
 
 @dataclass
@@ -54,9 +55,10 @@ def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Ou
             data = build_data(config.data)
             # frozen weights of a pretrained base are re-read from its files, so checkpoints skip them
             trainer = Trainer(build_run_model(config, len(data.tokenizer)), data, config.train, run.path,
-                              callbacks=callbacks, checkpoint_frozen=config.model.pretrained is None)
+                              callbacks=callbacks, checkpoint_frozen=config.model.pretrained is None,
+                              eval_values=config.eval_values())
             state = trainer.fit()
-            model = trainer.unwrapped
+            model = set_eval_values(trainer.unwrapped, config)
             if exports_model(config):
                 model.save_pretrained(run.model_dir)
                 data.tokenizer.save_pretrained(run.model_dir)
@@ -97,12 +99,19 @@ def exports_model(config: RunConfig) -> bool:
 
 def load_trained_model(run: RunDir, config: RunConfig, vocab_size: int):
     if run.model_dir.exists():
-        return AutoModelForCausalLM.from_pretrained(run.model_dir)
+        return set_eval_values(AutoModelForCausalLM.from_pretrained(run.model_dir), config)
     model = build_run_model(config, vocab_size)
     restored = load_latest(run.checkpoints, model, include_frozen=config.model.pretrained is None,
                            trainer_state=False)
     if restored is None:
         raise ArchlabError(f"{run.path} has no usable checkpoint to evaluate (status: {run.status().get('status')})")
+    return set_eval_values(model, config)
+
+
+def set_eval_values(model, config: RunConfig):
+    """Scheduled attributes (a graft's mu, ...) at the values the run's config records for evaluation."""
+    for name, value in config.eval_values().items():
+        set_model_attribute(model, name, value)
     return model
 
 

@@ -14,6 +14,7 @@ from archlab.files import SLUG_RULE, is_slug
 from archlab.graft import GraftConfig
 from archlab.models.spec import ModelConfig
 from archlab.train import TrainConfig
+from archlab.train.schedules import resolve_eval_value
 
 DEFAULT_EVALS = [{"name": "loss"}, {"name": "generate_samples"}]
 DEFAULT_MASKED_DIFFUSION_EVALS = [{"name": "masked_loss"}]
@@ -52,6 +53,31 @@ class RunConfig(Config):
                 self.eval[:] = [EvalSpec.model_validate(e) for e in DEFAULT_MASKED_DIFFUSION_EVALS]
         check_eval_objective(self.eval, self.train.objective)
         return self
+
+    @model_validator(mode="after")
+    def _resolve_eval_values(self) -> RunConfig:
+        """Record the value of every scheduled attribute that evaluation uses (DESIGN.md: what is evaluated is
+        what was trained), so the resolved config.yaml says it and `archlab eval` reproduces in-run numbers."""
+        for name, spec in self.train.schedules.items():
+            given = self.graft.eval_mag_weight if name == "mag_weight" and self.graft is not None else None
+            value = given if given is not None else resolve_eval_value(spec, self.train.max_steps)
+            if value is None:
+                key = "graft.eval_mag_weight" if name == "mag_weight" else f"train.schedules.{name}.eval_value"
+                raise ValueError(f"train.schedules.{name} is {spec.type}: say which value evaluation uses with {key}")
+            if spec.eval_value != value:
+                spec.eval_value = value
+        if self.graft is not None and self.graft.eval_mag_weight is None:
+            spec = self.train.schedules.get("mag_weight")
+            self.graft.eval_mag_weight = spec.eval_value if spec is not None else self.graft.mag_weight
+        return self
+
+    def eval_values(self) -> dict[str, float]:
+        """Scheduled model attributes and the values every evaluation sets them to (e.g. mag_weight)."""
+        values = {name: float(spec.eval_value) for name, spec in self.train.schedules.items()
+                  if spec.eval_value is not None}
+        if self.graft is not None and self.graft.eval_mag_weight is not None:
+            values["mag_weight"] = self.graft.eval_mag_weight
+        return values
 
 
 class Rule(Config):

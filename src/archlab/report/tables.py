@@ -47,14 +47,24 @@ def column_names(metrics: list[str]) -> dict[str, str]:
     return {m: s if short.count(s) == 1 else m for m, s in zip(metrics, short, strict=True)}
 
 
+def varying_eval_values(rows: list[RunRow]) -> list[str]:
+    """Scheduled attributes (a graft's mu, ...) whose evaluation value differs between these runs."""
+    values = [row.spec.config.eval_values() for row in rows]
+    names = sorted(set().union(*values)) if values else []
+    return [n for n in names if len({v.get(n) for v in values}) > 1]
+
+
 def section_table(plan: PlanConfig, rows: list[RunRow], baseline: RunRow | None) -> list[list[str]]:
     names = column_names([*plan.metrics, plan.headline])
-    header = ["Variant", "What changed", "Status", *[names[m] for m in plan.metrics], f"Δ {names[plan.headline]}"]
+    evaluated_at = varying_eval_values(rows)  # a column when it varies: numbers at different mu differ for it
+    header = ["Variant", "What changed", "Status", *[f"eval {n}" for n in evaluated_at],
+              *[names[m] for m in plan.metrics], f"Δ {names[plan.headline]}"]
     body = [
         [
             row.spec.title,
             what_changed(row, baseline),
             row.mark + (f" {row.message}" if row.status in ("failed", "diverged") and row.message else ""),
+            *[fmt(row.spec.config.eval_values().get(n)) for n in evaluated_at],
             *[metric_cell(row, m) for m in plan.metrics],
             delta_cell(row, baseline, plan.headline, plan.lower_is_better),
         ]

@@ -23,6 +23,9 @@ class ScheduleSpec(Config):
     warmup_steps: int | None = Field(None, ge=0, description="warmup_decay: steps from 0 to peak")
     decay_start: int | None = Field(None, ge=0, description="warmup_decay: step where decay begins")
     decay_end: int | None = Field(None, ge=0, description="warmup_decay: step where the final value is reached")
+    eval_value: float | None = Field(None, description="value every evaluation of the run uses (in-run and "
+                                     "`archlab eval`); None: the schedule's value at the final step (cyclic "
+                                     "schedules must set it)")
 
 
 class TrainConfig(Config):

@@ -36,7 +36,7 @@ from archlab.train.callbacks import Callback
 from archlab.train.config import TrainConfig
 from archlab.train.objectives import causal_lm_sum, scored_tokens, token_weight
 from archlab.train.optim import build_optimizer
-from archlab.train.schedules import build_schedule, set_model_attribute
+from archlab.train.schedules import build_schedule, evaluation_values, set_model_attribute
 
 VALIDATION_MASK_SEED = 0  # masked-diffusion validation: the same masks at every evaluation
 
@@ -82,9 +82,11 @@ class Trainer:
         callbacks: list[Callback] | tuple[Callback, ...] = (),
         accelerator: Accelerator | None = None,
         checkpoint_frozen: bool = True,
+        eval_values: dict[str, float] | None = None,
     ):
         self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
         self.checkpoint_frozen = checkpoint_frozen
+        self.eval_values = dict(eval_values or {})  # scheduled attributes as evaluation sets them (e.g. mag_weight)
         self.callbacks = list(callbacks)
         mixed = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "no"
         _check_trackers(cfg.report_to)
@@ -327,7 +329,8 @@ class Trainer:
         batch_size = self.cfg.per_device_eval_batch_size
         while True:
             try:
-                totals = validation_loss(self.unwrapped, self.data, batch_size, mask_token_id=self.mask_token_id)
+                with evaluation_values(self.unwrapped, self.eval_values):
+                    totals = validation_loss(self.unwrapped, self.data, batch_size, mask_token_id=self.mask_token_id)
                 break
             except Exception as exc:
                 if not is_oom(exc) or batch_size == 1:

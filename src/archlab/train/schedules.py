@@ -5,7 +5,8 @@ Each schedule is a pure function of the step, so an exactly resumed run needs no
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from torch import nn
 
@@ -74,6 +75,26 @@ def build_schedule(spec: ScheduleSpec) -> Schedule:
     return SCHEDULES.get(spec.type)(spec)
 
 
+SETTLED = {"constant": lambda s: s.value, "linear": lambda s: s.end,
+           "warmup_decay": lambda s: s.final if s.final is not None and s.decay_start is not None else s.peak}
+
+
+def resolve_eval_value(spec: ScheduleSpec, max_steps: int) -> float | None:
+    """The value evaluation uses: ``eval_value`` when set, else the value at the final optimizer step.
+
+    With ``max_steps <= 0`` (epochs) the step count is known only once the data is, so the value the schedule
+    settles at is used. A cyclic schedule has no final value worth assuming: None (the caller must ask).
+    """
+    if spec.eval_value is not None:
+        return float(spec.eval_value)
+    if spec.type == "cyclic":
+        return None
+    if max_steps > 0:
+        return float(build_schedule(spec)(max_steps - 1))
+    settled = SETTLED.get(spec.type)
+    return float(settled(spec)) if settled is not None else None
+
+
 def set_model_attribute(model: nn.Module, name: str, value: float) -> int:
     """Set ``name`` on every submodule that declares it; returns how many were set."""
     count = 0
@@ -82,3 +103,17 @@ def set_model_attribute(model: nn.Module, name: str, value: float) -> int:
             setattr(module, name, value)
             count += 1
     return count
+
+
+@contextmanager
+def evaluation_values(model: nn.Module, values: dict[str, float]) -> Iterator[None]:
+    """Set scheduled attributes to their evaluation values for the block, then restore the training values."""
+    saved = [(module, name, getattr(module, name)) for name in values for module in model.modules()
+             if name in getattr(module, "scheduled_attributes", ())]
+    for name, value in values.items():
+        set_model_attribute(model, name, value)
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
