@@ -20,6 +20,16 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 TINY_MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 64}
 
 
+def tiny_decoder(vocab: int, seed: int = 0, **overrides):
+    """The one tiny archlab decoder of the test suite (TINY_MODEL, no EOS so generation never stops early),
+    deterministic per seed, in eval mode; ``overrides`` are config keywords."""
+    from archlab.models import ArchlabTransformerConfig, ArchlabTransformerForCausalLM
+
+    torch.manual_seed(seed)
+    config = ArchlabTransformerConfig(**{**TINY_MODEL, "vocab_size": vocab, "eos_token_id": None, **overrides})
+    return ArchlabTransformerForCausalLM(config).eval()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     os.environ["ARCHLAB_CACHE"] = str(tmp_path_factory.mktemp("archlab_cache"))

@@ -134,6 +134,7 @@ def test_missing_plan_file(monkeypatch, capsys, tmp_path):
     assert code == 2 and "file not found" in out and len(out.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # signals a subprocess run: CI runs it with the slow suite
 @pytest.mark.parametrize(("sig", "code", "said"), [(signal.SIGINT, 130, "interrupted"),
                                                    (signal.SIGTERM, 143, "terminated (SIGTERM)")])
 def test_ctrl_c_and_sigterm_leave_the_run_resumable(tmp_path, corpus_dir, sig, code, said):

@@ -7,20 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.conftest import tiny_decoder
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from archlab.data import load_tokenizer
 from archlab.evals import EvalContext
-from archlab.models import ArchlabTransformerConfig, ArchlabTransformerForCausalLM
 
 
-def tiny_model(vocab: int, **kw) -> ArchlabTransformerForCausalLM:
-    torch.manual_seed(0)
-    cfg = dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-               max_position_embeddings=1024, position_embedding="rope")
-    cfg.update(kw)
-    return ArchlabTransformerForCausalLM(ArchlabTransformerConfig(**cfg)).eval()
+def tiny_model(vocab: int, **kw):
+    """The suite's tiny decoder with RoPE and room for long eval prompts."""
+    return tiny_decoder(vocab, **{"max_position_embeddings": 1024, "position_embedding": "rope", **kw})
 
 
 @pytest.fixture(scope="session")

@@ -79,6 +79,7 @@ def _fewshot_subject_task(tmp_path, subject, records) -> str:
     return name
 
 
+@pytest.mark.slow  # runs lm-eval end to end: CI runs it with the slow suite
 def test_few_shot_prompts_and_scores_equal_lm_eval(tmp_path, bpe_tok, make_ctx):
     lm_eval = pytest.importorskip("lm_eval")
     from lm_eval.models.huggingface import HFLM

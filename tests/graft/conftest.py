@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
+from tests.conftest import tiny_decoder
 from transformers import AutoConfig, AutoModelForCausalLM
-
-from archlab.models import ArchlabTransformerConfig, ArchlabTransformerForCausalLM
 
 VOCAB = 61
 # eos/bos/pad unset so greedy generation never stops early on a random model
@@ -28,10 +27,7 @@ def tiny_model(family: str, seed: int = 0) -> torch.nn.Module:
     """A 2-layer, width-32 causal LM of ``family`` in eval mode (dropout off), deterministic per seed."""
     torch.manual_seed(seed)
     if family == "archlab":
-        config = ArchlabTransformerConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
-                                          num_attention_heads=4, num_key_value_heads=2, position_embedding="rope",
-                                          eos_token_id=None)
-        return ArchlabTransformerForCausalLM(config).eval()
+        return tiny_decoder(VOCAB, seed, num_key_value_heads=2, position_embedding="rope", max_position_embeddings=128)
     options = dict(FAMILY_CONFIGS[family])
     config = AutoConfig.for_model(options.pop("model_type"), **options)
     return AutoModelForCausalLM.from_config(config).eval()

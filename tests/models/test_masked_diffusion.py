@@ -88,6 +88,7 @@ def test_masks_depend_only_on_the_row_seed():
     assert 0.4 < float(torch.stack(rates).mean()) < 0.6  # t ~ U(0, 1): half the tokens masked on average
 
 
+@pytest.mark.slow  # trains a model for many steps: CI runs it with the slow suite
 def test_a_bidirectional_run_trains_and_its_masked_loss_falls(tmp_path, corpus_dir):
     data = build_data(DataConfig(source=str(corpus_dir), tokenizer="bytes", block_size=32, add_mask_token=True))
     mask_id = data.tokenizer.mask_token_id

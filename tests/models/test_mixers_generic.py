@@ -6,10 +6,9 @@ Parametrised over ``archlab.nn.MIXERS``: registering a mixer is enough to be tes
 from __future__ import annotations
 
 import pytest
-import torch
+from tests.conftest import tiny_decoder
 from tests.models import generic
 
-from archlab.models import ArchlabTransformerConfig, ArchlabTransformerForCausalLM
 from archlab.nn import MIXERS
 
 VOCAB = 53
@@ -19,11 +18,7 @@ LAYOUTS = [(name, pattern) for name in MIXERS.names() for pattern in ([name], [n
 
 def factory(pattern: list[str]):
     def build():
-        torch.manual_seed(0)
-        config = ArchlabTransformerConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                          max_position_embeddings=64, position_embedding="rope", pattern=pattern,
-                                          eos_token_id=None)
-        return ArchlabTransformerForCausalLM(config).eval()
+        return tiny_decoder(VOCAB, position_embedding="rope", pattern=pattern)
 
     return build
 

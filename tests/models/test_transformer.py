@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.conftest import tiny_decoder
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import archlab  # noqa: F401  (registers the Auto classes)
 from archlab.errors import ArchlabError
-from archlab.models import ArchlabTransformerConfig, ArchlabTransformerForCausalLM
+from archlab.models import ArchlabTransformerConfig
 from archlab.models.spec import ModelConfig, build_model
 
 VARIANTS = [
@@ -19,10 +20,8 @@ VARIANTS = [
 ]
 
 
-def tiny(**kw) -> ArchlabTransformerForCausalLM:
-    cfg = ArchlabTransformerConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                   max_position_embeddings=64, eos_token_id=None, **kw)
-    return ArchlabTransformerForCausalLM(cfg).eval()
+def tiny(**kw):
+    return tiny_decoder(50, **kw)
 
 
 @pytest.mark.parametrize("kw", VARIANTS)

@@ -52,6 +52,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(folder / "model" / "model.safetensors")
 
 
+@pytest.mark.slow  # kills and restarts subprocesses: CI runs it with the slow suite
 def test_sigkill_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, corpus_dir):
     config = tiny_run_config(corpus_dir, max_steps=10, save_steps=3, optim="muon", warmup_ratio=0.2)
     config["model"]["config"]["dropout"] = 0.1  # exercises the restored RNG state

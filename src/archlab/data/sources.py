@@ -12,6 +12,7 @@ from typing import Any
 from archlab.data import embedded
 from archlab.data.config import DataConfig
 from archlab.errors import ArchlabError, did_you_mean
+from archlab.offline import datasets_offline_unless_reachable
 
 Records = list[dict[str, Any]]
 LOCAL_SUFFIXES = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -71,7 +72,8 @@ def _hub(cfg: DataConfig) -> dict[str, Records]:
     import datasets
 
     try:
-        dsd = datasets.load_dataset(cfg.source, cfg.name)
+        with datasets_offline_unless_reachable():
+            dsd = datasets.load_dataset(cfg.source, cfg.name)
     except Exception as exc:  # offline, missing, gated: all end here
         raise ArchlabError(
             f"dataset '{cfg.source}' could not be loaded from the Hugging Face hub ({type(exc).__name__}); if this "

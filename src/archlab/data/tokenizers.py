@@ -17,6 +17,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from archlab.data.embedded import TOKENIZER_FILE
 from archlab.errors import ArchlabError
+from archlab.offline import hub_kwargs
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 MASK = "<|mask|>"  # the mask token given to a tokenizer that has none (masked-diffusion runs)
@@ -59,7 +60,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
         tok = PreTrainedTokenizerFast(tokenizer_file=str(path))
     else:
         try:
-            tok = AutoTokenizer.from_pretrained(name)
+            tok = AutoTokenizer.from_pretrained(name, **({} if path.exists() else hub_kwargs()))
         except (OSError, ValueError) as exc:
             where = "local folder" if path.exists() else "Hugging Face hub id"
             raise ArchlabError(

@@ -2,7 +2,7 @@
 
 Each segment (a domain: prose, wiki, code, another language) has a *train* part and a *held-out* part.
 Walking the segments in order, a memorizing model memorizes segment i's train part (only that part:
-seed 003's harness re-scored the memorized tokens, MECHANISMS.md §4.6), then the held-out parts of
+seed 003's harness re-scored the memorized tokens in kmccleary3301/nested_learning), then the held-out parts of
 segments 0..i are scored. Row i of the matrix is "after segment i", column j "held-out of segment j";
 forgetting of j is its loss at the end minus its loss right after its own segment. The same matrix
 without memorization (a static model: every row equal) is the baseline.

@@ -11,15 +11,14 @@ import json
 import os
 import random
 import re
-import socket
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from archlab.errors import ArchlabError
 from archlab.evals.texts import corpus_documents, read_eval_set, sentences
+from archlab.offline import hub_reachable
 
 EMBEDDED_TASKS = {"mmlu_dev": ("mmlu", "dev")}
 
@@ -148,18 +147,6 @@ def _yaml_task_name(path: Path) -> str:
     if not match:
         raise ArchlabError(f"{path}: an lm-eval task YAML needs a top-level 'task: NAME'")
     return match.group(1)
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers; lets an offline run fail at once instead of after retries."""
-    import huggingface_hub.constants as hub
-
-    host = urlparse(hub.ENDPOINT).hostname or ""
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _from_lm_eval(name: str, limit: int | None, num_fewshot: int, include_path: Path | None,

@@ -10,8 +10,8 @@ exposes two methods::
     model.reset_memory() -> None
         Forget everything memorized since construction (or since the last reset).
 
-The contract the evals keep (seed 003's harness broke it, see MECHANISMS.md §4.6): ``memorize`` is only
-ever given *context* tokens, never a continuation, needle answer or held-out segment that is then
+The contract the evals keep (the public nested_learning harness behind seed 003 broke it: it memorized
+the prompt with its correct answer): ``memorize`` is only ever given *context* tokens, never a continuation, needle answer or held-out segment that is then
 scored. Every eval with ``memorize: true`` reports the numbers with and without memorization, and
 resets the memory before and after each item so items cannot leak into one another.
 """

@@ -1,6 +1,6 @@
 """Needle in a haystack (``niah``): a key sentence hidden in real text, over a length x depth grid.
 
-Unlike seed 003's harness (MECHANISMS.md §4.6) the haystack is real held-out text from the embedded
+Unlike seed 003's harness (kmccleary3301/nested_learning) the haystack is real held-out text from the embedded
 corpus, a nominal length is the real length in the model's tokens, the key is ranked against at least
 20 distractors (not one), exact match of the greedy answer is reported beside it, and every cell has
 ``n_per_cell`` samples with a 95% Wilson interval. ``memorize: true`` memorizes the prompt only (the

@@ -1,7 +1,7 @@
 """Passkey retrieval (``passkey``): the classic repeated-filler prompt with a 5-digit key at a random depth.
 
-The template is the landmark-attention one (ANCHORS.md §6.3): a task line, "The grass is green. The sky
-is blue. ..." repeated, "The pass key is N. Remember it. N is the pass key." at a random filler
+The template is the landmark-attention one (Mohtashami & Jaggi 2023, reused by LongLoRA and others): a
+task line, "The grass is green. The sky is blue. ..." repeated, "The pass key is N. Remember it. N is the pass key." at a random filler
 boundary, more filler, then "What is the pass key? The pass key is". Lengths are exact in the model's
 tokens; scored by exact match of the greedy digits (and, cheaply, the rank of the key among random
 5-digit distractors), with a 95% interval per length.

@@ -24,6 +24,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from archlab.errors import ArchlabError, did_you_mean
+from archlab.offline import hub_kwargs
 
 PYPI_PREFIX = "pypi:"
 
@@ -131,8 +132,11 @@ def load_pretrained(
         kwargs["revision"] = revision
     if load_in_4bit:
         kwargs.update(quantization_config=_four_bit_config(dtype), device_map={"": 0})
+    local = resolve_pretrained(name)
+    if not Path(local).exists():
+        kwargs.update(hub_kwargs())
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolve_pretrained(name), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(local, **kwargs)
     except OSError as exc:
         raise ArchlabError(
             f"model '{name}' could not be loaded ({str(exc).splitlines()[0][:160]}); if offline, download it "

@@ -169,7 +169,7 @@ def virtual_tokens(x_BTHD: torch.Tensor, n_h: int, trick: str) -> torch.Tensor:
 
 
 def tptt_compat_tokens(x_BTHD: torch.Tensor, trick: str) -> torch.Tensor:
-    """TPTT's coded n_h = 2 expansion (MECHANISMS.md 1.4), reproduced on request only.
+    """TPTT's coded n_h = 2 expansion (fabienfrfr/tptt's code, not its paper), reproduced on request only.
 
     derivative -> (-x_t / 2, x_{t-1} / 2); rotation -> (x_t, -x_t); combined -> their mean.
     """

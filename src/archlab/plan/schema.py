@@ -56,7 +56,7 @@ class RunConfig(Config):
 
     @model_validator(mode="after")
     def _resolve_eval_values(self) -> RunConfig:
-        """Record the value of every scheduled attribute that evaluation uses (DESIGN.md: what is evaluated is
+        """Record the value of every scheduled attribute that evaluation uses (what is evaluated is
         what was trained), so the resolved config.yaml says it and `archlab eval` reproduces in-run numbers."""
         for name, spec in self.train.schedules.items():
             given = self.graft.eval_mag_weight if name == "mag_weight" and self.graft is not None else None

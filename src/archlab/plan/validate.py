@@ -166,7 +166,7 @@ def _tokenizer(name: str):
         return load_tokenizer(name) if packaged_folder(name)[1] else None
     if name.startswith((".", "/", "~")):
         raise ArchlabError(f"data.tokenizer: no such file or folder: {name}")
-    from archlab.evals.mc_tasks import hub_reachable
+    from archlab.offline import hub_reachable
 
     if os.environ.get("HF_HUB_OFFLINE") != "1" and hub_reachable():
         return load_tokenizer(name)
