@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
+from archlab.evals.lib.views import fmt, to_markdown
 from archlab.plan import PlanConfig
 from archlab.report.collect import RunRow
 
-
-def fmt(value: float | None, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}g}"
+__all__ = ["fmt", "section_table", "to_markdown"]
 
 
 def what_changed(row: RunRow, baseline: RunRow | None) -> str:
@@ -71,13 +66,3 @@ def section_table(plan: PlanConfig, rows: list[RunRow], baseline: RunRow | None)
         for row in rows
     ]
     return [header, *body]
-
-
-def to_markdown(table: list[list[str]]) -> str:
-    def esc(cell: str) -> str:
-        return cell.replace("|", "\\|").replace("\n", " ")
-
-    header, *body = table
-    lines = ["| " + " | ".join(esc(c) for c in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
-    return "\n".join(lines)
