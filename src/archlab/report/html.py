@@ -350,12 +350,12 @@ def write_html(path: Path, plan: PlanConfig, rows: list[RunRow], baseline: RunRo
     run_cells = [[run_link(r, baseline), Cell(", ".join(r.spec.sections)), status_cell(r),
                   Cell(str(r.step) if r.step is not None else "—", r.step),
                   Cell(r.error or r.message)] for r in rows]
-    body.append("<section id='runs-wrap'><h2>Runs</h2>"
+    body.append("<section id='runs-wrap'><h2>All runs</h2>"
                 + render_table(run_header, run_cells, "runs", baseline.spec.title if baseline else None,
                                [r.spec.id for r in rows])
                 + "<div id='drilldowns'>" + "".join(drilldown(r, baseline, images_of[r.spec.id]) for r in rows)
                 + "</div></section>")
-    nav = " · ".join(f"<a href='#{t}-wrap'>{html.escape(title)}</a>" for t, title in toc) + " · <a href='#runs-wrap'>Runs</a>"
+    nav = " · ".join(f"<a href='#{t}-wrap'>{html.escape(title)}</a>" for t, title in toc) + " · <a href='#runs-wrap'>All runs</a>"
     data = json.dumps(plot_data(plan, rows, sections), default=str).replace("</", "<\\/")
     page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(plan.name)} · archlab"
             f"</title><style>{CSS}</style><script src='plots/{PLOTLY}'></script></head><body>"
