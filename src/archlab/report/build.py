@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from archlab.errors import ArchlabError
 from archlab.files import atomic_write, inside, slug
@@ -15,6 +14,7 @@ from archlab.report.eval_views import eval_sections
 from archlab.report.html import SIGNIFICANCE_RULE, SIZE_NOTE, write_html
 from archlab.report.plots import headline_bars, loss_curves
 from archlab.report.tables import section_table, to_markdown
+from archlab.report.terminal import fit_table
 
 
 def sections_of(rows: list[RunRow]) -> dict[str, list[RunRow]]:
@@ -61,7 +61,7 @@ def write_report(plan: PlanConfig, specs: list[RunSpec], store: RunStore, profil
             if image is not None:
                 lines += [f"![{image.stem}](plots/{image.name})", ""]
         if console is not None:
-            console.print(_rich_table(title, table))
+            console.print(fit_table(title, table[0], table[1:], console.width))
     views = eval_sections(rows, plots)
     for view in views:
         lines += [f"## {view.title}", "", view.markdown, ""]
@@ -73,13 +73,3 @@ def write_report(plan: PlanConfig, specs: list[RunSpec], store: RunStore, profil
     atomic_write(report, "\n".join(lines) + "\n")
     write_html(store.file("report.html"), plan, rows, baseline, sections, views, profile)
     return report
-
-
-def _rich_table(title: str, table: list[list[str]]) -> Table:
-    header, *body = table
-    out = Table(title=title, show_lines=False)
-    for col in header:
-        out.add_column(col, overflow="fold")
-    for row in body:
-        out.add_row(*row)
-    return out

@@ -35,8 +35,9 @@ SIZE_NOTE = ("Params: all parameters (tied weights once); non-emb: without token
 LOWER_IS_BETTER = ("loss", "perplexity", "bits_per_byte", "bpb", "latency", "ms", "memory", "forgetting", "seconds")
 
 
-def lower_is_better(metric: str, plan: PlanConfig) -> bool:
-    if metric == plan.headline:
+def lower_is_better(metric: str, plan: PlanConfig | None = None) -> bool:
+    """The plan says it for its headline; other metrics by name (losses, bits, latency, memory: lower)."""
+    if plan is not None and metric == plan.headline:
         return plan.lower_is_better
     key = metric.rpartition(".")[2].lower()
     return any(word in key for word in LOWER_IS_BETTER)
