@@ -65,7 +65,7 @@ class TrainConfig(Config):
     nan_policy: Literal["stop", "skip"] = Field("stop", description="on NaN/Inf loss: stop (status diverged) or skip "
                                                 "the step and count it")
     max_skipped_steps: int = Field(20, ge=1, description="with nan_policy=skip: consecutive skips before diverged")
-    report_to: list[str] = Field(default_factory=list, description="trackers through accelerate: wandb, tensorboard")
+    report_to: list[str] = Field(default_factory=list, description="trackers through accelerate: tensorboard, wandb (offline unless WANDB_MODE/WANDB_API_KEY), mlflow (local SQLite unless MLFLOW_TRACKING_URI)")
     objective: Literal["auto", "causal_lm", "masked_diffusion"] = Field(
         "auto", description="training loss: causal_lm (next-token) or masked_diffusion (LLaDA/Dream: masked tokens "
         "predicted, weighted 1/t); auto: masked_diffusion when graft.bidirectional is true, else causal_lm (a "
