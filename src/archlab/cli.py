@@ -178,6 +178,51 @@ def compare(
 
 
 @app.command()
+def release(
+    run: Annotated[str, typer.Argument(metavar="RUN", help="run folder, <plan>/<run-id>, or a run-id prefix; with "
+                                       "--verify, the bundle folder")],
+    out: Annotated[Path | None, typer.Option(help="bundle folder (default releases/<plan>-<run-id>)")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="check a bundle against its MANIFEST.sha256")] = False,
+    runs_dir: RunsDirOpt = Path("runs"),
+) -> None:
+    """Bundle a finished run (model, config, metrics, evals, samples, env, README, checksums), or verify one."""
+    from archlab.report.release import build_release, verify_release
+
+    if verify:
+        problems = verify_release(Path(run))
+        if problems:
+            for problem in problems:
+                console.print(f"[red]{problem}[/red]", soft_wrap=True)
+            raise ArchlabError(f"release --verify: {run} does not match its manifest ({len(problems)} problem(s))")
+        console.print(f"ok: every file of {run} matches MANIFEST.sha256", soft_wrap=True)
+        return
+    from archlab.report.compare import resolve_run
+
+    folder = resolve_run(run, runs_dir)
+    target = out or Path("releases") / f"{folder.parent.name}-{folder.name}"
+    build_release(folder, target)
+    console.print(f"release: {target} (check it with archlab release --verify {target})", soft_wrap=True)
+
+
+@app.command()
+def push(
+    run: Annotated[str, typer.Argument(metavar="RUN", help="run folder, <plan>/<run-id>, or a run-id prefix")],
+    repo_id: Annotated[str | None, typer.Option(help="hub repo id (default: the run's train.hub_model_id, else "
+                                                "<your user>/<run-id>)")] = None,
+    private: Annotated[bool, typer.Option(help="create the repo private")] = False,
+    runs_dir: RunsDirOpt = Path("runs"),
+) -> None:
+    """Push a finished run's model with a model card generated from its config and evals (needs the hub)."""
+    from archlab.plan.hub import push_run
+    from archlab.report.compare import resolve_run
+    from archlab.rundir import RunDir
+
+    folder = resolve_run(run, runs_dir)
+    repo = repo_id or RunDir(folder).read_config().get("train", {}).get("hub_model_id")
+    console.print(f"pushed {folder} to {push_run(folder, repo, private=private)}", soft_wrap=True)
+
+
+@app.command()
 def train(
     config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="run config YAML (model/data/train/eval)")],
     overrides: Overrides = None,

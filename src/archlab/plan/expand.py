@@ -138,7 +138,7 @@ def expand(plan: PlanConfig, profile: str | None = None, overrides: dict[str, An
     names: dict[str, str] = {}
     for block in blocks:
         for config, labels, section, name in expander.block_runs(block, plan.section or DEFAULT_SECTION):
-            digest = config_hash(config.to_dict())
+            digest = config_hash(id_view(config.to_dict()))
             if name is not None:
                 if names.setdefault(name, digest) != digest:
                     raise ArchlabError(f"duplicate run name '{name}' in plan '{plan.name}' for two different configs")
@@ -166,3 +166,11 @@ def find_baseline(plan: PlanConfig, specs: list[RunSpec]) -> RunSpec | None:
         if all(spec.labels.get(k) == str(v) or flat.get(k) == v for k, v in plan.baseline.items()):
             return spec
     raise ArchlabError(f"baseline {plan.baseline} matches no run of plan '{plan.name}'")
+
+
+def id_view(config: dict) -> dict:
+    """The config as its run id hashes it: post-training settings at their defaults left out."""
+    from archlab.train.config import NOT_IN_RUN_ID
+
+    train = {k: v for k, v in config.get("train", {}).items() if NOT_IN_RUN_ID.get(k, object()) != v}
+    return {**config, "train": train}

@@ -35,11 +35,12 @@ class RunFiles:
 
 
 def resolve_run(text: str, runs_dir: Path) -> Path:
-    """A run folder from a path, ``<plan>/<run-id>`` under the runs dir, or a unique run-id prefix there."""
+    """A run folder from a path, ``<plan>/<run-id>`` under the runs dir, or a unique (``<plan>/``) run-id prefix."""
     for candidate in (Path(text), runs_dir / text):
         if (candidate / RunDir.CONFIG).is_file():
             return candidate
-    matches = sorted(p.parent for p in runs_dir.glob(f"*/{text}*/{RunDir.CONFIG}"))
+    pattern = f"{text}*/{RunDir.CONFIG}" if "/" in text else f"*/{text}*/{RunDir.CONFIG}"  # <plan>/<id prefix>
+    matches = sorted(p.parent for p in runs_dir.glob(pattern))
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:

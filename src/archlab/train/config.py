@@ -66,6 +66,10 @@ class TrainConfig(Config):
                                                 "the step and count it")
     max_skipped_steps: int = Field(20, ge=1, description="with nan_policy=skip: consecutive skips before diverged")
     report_to: list[str] = Field(default_factory=list, description="trackers through accelerate: tensorboard, wandb (offline unless WANDB_MODE/WANDB_API_KEY), mlflow (local SQLite unless MLFLOW_TRACKING_URI)")
+    push_to_hub: bool = Field(False, description="after a run finishes, push its model with a generated model card "
+                              "to hub_model_id (offline: one line, the run stays done; or later: archlab push RUN)")
+    hub_model_id: str | None = Field(None, description="Hugging Face repo id for push_to_hub, e.g. user/name (default: "
+                                     "the run id under your account)")
     objective: Literal["auto", "causal_lm", "masked_diffusion"] = Field(
         "auto", description="training loss: causal_lm (next-token) or masked_diffusion (LLaDA/Dream: masked tokens "
         "predicted, weighted 1/t); auto: masked_diffusion when graft.bidirectional is true, else causal_lm (a "
@@ -91,3 +95,8 @@ class TrainConfig(Config):
         if self.bf16 and self.fp16:
             raise ValueError("bf16 and fp16 cannot both be true")
         return self
+
+
+# Settings that change what happens after training, not the run: at their defaults they are left out of the
+# run id, so adding them did not rename existing runs.
+NOT_IN_RUN_ID = {"push_to_hub": False, "hub_model_id": None}
