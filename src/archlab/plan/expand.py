@@ -148,7 +148,31 @@ def expand(plan: PlanConfig, profile: str | None = None, overrides: dict[str, An
                 continue
             slug = _slug(name) if name else _slug("-".join(labels.values())) if labels else "defaults"
             specs[digest] = RunSpec(f"{slug}-{digest[:6]}", labels, config, [section], name)
-    return list(specs.values())
+    return resolve_matches(plan, list(specs.values()))
+
+
+def resolve_matches(plan: PlanConfig, specs: list[RunSpec]) -> list[RunSpec]:
+    """Runs with ``match: params`` resized to the baseline's parameter count (archlab.plan.match)."""
+    if not any(s.config.match is not None for s in specs):
+        return specs
+    from archlab.plan.match import resolve_match
+    from archlab.plan.validate import _tokenizer
+
+    baseline = find_baseline(plan, specs)
+    if baseline.config.match is not None:
+        raise ArchlabError(f"match: the baseline run '{baseline.title}' cannot itself be matched to the baseline")
+    vocab = len(_tokenizer(baseline.config.data.tokenizer))
+    out = []
+    for spec in specs:
+        if spec.config.match is not None:
+            try:
+                config = resolve_match(spec.config, baseline.config, vocab)
+            except ArchlabError as exc:
+                raise ArchlabError(f"run '{spec.title}': {exc}") from None
+            digest = config_hash(id_view(config.to_dict()))
+            spec = RunSpec(f"{spec.id.rsplit('-', 1)[0]}-{digest[:6]}", spec.labels, config, spec.sections, spec.name)
+        out.append(spec)
+    return out
 
 
 def varied_keys(specs: list[RunSpec]) -> list[str]:
@@ -173,4 +197,7 @@ def id_view(config: dict) -> dict:
     from archlab.train.config import NOT_IN_RUN_ID
 
     train = {k: v for k, v in config.get("train", {}).items() if NOT_IN_RUN_ID.get(k, object()) != v}
-    return {**config, "train": train}
+    view = {**config, "train": train}
+    if view.get("match", "") is None:  # no match asked: the key did not exist when older runs were named
+        del view["match"]
+    return view
