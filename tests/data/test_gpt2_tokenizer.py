@@ -32,3 +32,24 @@ def test_gpt2_mask_adds_one_special_token_at_the_end():
     assert len(tok) == 50258 and tok.mask_token == "<|MASK|>" and tok.mask_token_id == 50257
     assert tok.encode("a<|MASK|>b") == [64, 50257, 65]  # special: never split into BPE pieces
     assert load_tokenizer("gpt2").mask_token_id is None  # the cached plain tokenizer is untouched
+
+
+def test_pretokenized_grouped_rows_are_used_as_they_are(tmp_path):
+    """Seed 001's hub data is input_ids already grouped into blocks: no re-tokenisation, no regrouping."""
+    import json
+
+    import torch
+
+    from archlab.data import DataConfig, build_data
+
+    rng = torch.Generator().manual_seed(0)
+    rows = {split: torch.randint(0, 50258, (n, 16), generator=rng).tolist() for split, n in (("train", 30),
+                                                                                            ("validation", 4))}
+    for split, blocks in rows.items():
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps({"input_ids": b, "attention_mask": [1] * 16})
+                                                         + "\n" for b in blocks))
+    data = build_data(DataConfig(source=str(tmp_path), tokenizer="gpt2+mask", block_size=16), use_cache=False)
+    assert [x.tolist() for x in data.train.input_ids] == rows["train"]
+    assert [x.tolist() for x in data.validation.input_ids] == rows["validation"]
+    assert all(torch.equal(x, y) for x, y in zip(data.train.input_ids, data.train.labels, strict=True))
+    assert len(data.tokenizer) == 50258
