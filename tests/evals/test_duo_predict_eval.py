@@ -38,3 +38,19 @@ def test_other_models_are_refused_in_one_line(tmp_path):
     ctx = EvalContext(torch.nn.Linear(1, 1), load_tokenizer("bytes"), _bundle(258), tmp_path)
     with pytest.raises(ArchlabError, match="archlab_gpt2"):
         duo_predict(ctx, DuoPredictParams())
+
+
+def test_report_views_show_both_duo_streams_and_the_best_step(tmp_path):
+    from archlab.plan.expand import RunSpec
+    from archlab.report.collect import RunRow
+    from archlab.report.eval_views import eval_views
+
+    duo = {"metrics": {"next_token_loss": 5.0, "next_token_accuracy": 0.2, "fill_loss": 4.0, "fill_accuracy": 0.3},
+           "ci95": {"fill_accuracy": [0.25, 0.35]}, "n": 100, "details": {"fill_tokens": 100}}
+    row = RunRow(spec=RunSpec(id="duo", labels={"variant": "duo"}, config=None), status="done", message="",
+                 evals={"duo_predict": duo}, best={"best_step": 500, "best_metric": 3.21, "step": 1500})
+    sections = {title: table for title, table, _ in eval_views([row], tmp_path)}
+    duo_table = sections["Duo-Predict: next-token (real stream) and fill-the-gap (mask slots)"]
+    assert "0.300 [0.25, 0.35]" in duo_table and "5" in duo_table
+    best = sections["Best checkpoint (load_best_model_at_end)"]
+    assert "| 500 | 1500 | 3.21 |" in best

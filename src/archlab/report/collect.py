@@ -18,6 +18,7 @@ class RunRow:
     evals: dict[str, dict[str, Any]]
     curve: list[tuple[int, float]] = field(default_factory=list)
     eval_curve: list[tuple[int, float]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)  # load_best_model_at_end: {step, metric} of the exported model
 
     def metric(self, dotted: str) -> float | None:
         name, _, key = dotted.partition(".")
@@ -51,6 +52,7 @@ def collect(plan: PlanConfig, specs: list[RunSpec], store: RunStore) -> list[Run
                 evals=run.eval_results(),
                 curve=[(r["step"], r["loss"]) for r in records if "loss" in r],
                 eval_curve=[(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r],
+                best={k: status[k] for k in ("best_step", "best_metric", "step") if k in status},
             )
         )
     return rows

@@ -216,6 +216,23 @@ VIEWS = [
 ]
 
 
+def best_checkpoint_view(rows: list[RunRow], plots: Path) -> Section | None:
+    """Runs with train.load_best_model_at_end: the step whose weights were exported (and evaluated)."""
+    have = [r for r in rows if r.best.get("best_step")]
+    if not have:
+        return None
+    body = [[r.spec.title, str(r.best["best_step"]), str(r.best.get("step", "—")), fmt(r.best.get("best_metric"))]
+            for r in have]
+    return ("Best checkpoint (load_best_model_at_end)",
+            to_markdown([["Variant", "best step", "last step", "best metric (metric_for_best_model)"], *body]), [])
+
+
+VIEWS.append(_simple("duo_predict", "Duo-Predict: next-token (real stream) and fill-the-gap (mask slots)",
+                     [("next-token loss", "next_token_loss"), ("next-token acc", "next_token_accuracy"),
+                      ("fill loss", "fill_loss"), ("fill acc", "fill_accuracy")], details=("fill_tokens",)))
+VIEWS.append(best_checkpoint_view)
+
+
 def eval_views(rows: list[RunRow], plots_dir: Path) -> list[Section]:
     """Every eval section that at least one run has: (title, markdown, images)."""
     sections = []
