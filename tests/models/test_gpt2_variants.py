@@ -124,7 +124,7 @@ def test_parallel_mean_of_two_identical_blocks_equals_one_block():
 
 def test_parallel_merges_and_shared_bottleneck():
     h = torch.randn(2, 5, 32)
-    for merge, combine in (("mean", lambda l, r: (l + r) / 2), ("add", lambda l, r: l + r)):
+    for merge, combine in (("mean", lambda a, b: (a + b) / 2), ("add", lambda a, b: a + b)):
         pair = build(f"parallel_{merge}").transformer.h[0]
         torch.testing.assert_close(pair(h), combine(pair.left(h), pair.right(h)))
     shared = build("parallel_concat", n_layer=4)
