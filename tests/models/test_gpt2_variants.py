@@ -293,3 +293,15 @@ def test_auto_classes_load_a_saved_variant(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert isinstance(loaded, GPT2VariantsForCausalLM) and loaded.config.parallel == "concat"
+
+
+def test_geometric_frequencies_survive_save_load_and_a_dtype_change(tmp_path):
+    model = build("rotating_gp")
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    for theta in frequencies_of(loaded):
+        torch.testing.assert_close(theta, geometric_frequencies(4, 8))
+    assert "rotation_theta" not in " ".join(model.state_dict())  # a buffer rebuilt from the formula, not saved
+    (theta,) = frequencies_of(build("rotating_gp", n_layer=1).to(torch.bfloat16))
+    assert theta.dtype == torch.float32
+    torch.testing.assert_close(theta, geometric_frequencies(4, 8))

@@ -123,6 +123,8 @@ class GPT2VariantsAttention(GPT2Attention):
             self.diffusion_scale = nn.Parameter(torch.empty(h, d))
         if config.rotation == "learned":
             self.rotation_theta = nn.Parameter(torch.empty(h, d // 2))
+        elif config.rotation == "geometric":  # fixed: a buffer rebuilt from the formula, never saved
+            self.register_buffer("rotation_theta", geometric_frequencies(h, d), persistent=False)
         self.rotation_norm = nn.LayerNorm(d // 2) if config.rotation != "none" and config.rotation_norm else None
         self.reset_variant_parameters()
 
@@ -136,13 +138,14 @@ class GPT2VariantsAttention(GPT2Attention):
             init.normal_(self.diffusion_scale, 0.0, 1.0)
         if self.rotation == "learned":
             init.normal_(self.rotation_theta, 0.0, 1.0)
+        elif self.rotation == "geometric":
+            init.copy_(self.rotation_theta, geometric_frequencies(self.num_heads, self.head_dim))
 
     def frequencies(self) -> torch.Tensor:
         """[H, d_h/2] rotation frequencies θ (after the optional LayerNorm over the frequency index)."""
-        if self.rotation == "learned":
-            theta = self.rotation_theta
-        else:
-            theta = geometric_frequencies(self.num_heads, self.head_dim).to(self.c_attn.weight.device)
+        theta = self.rotation_theta
+        if self.rotation == "geometric" and theta.dtype != torch.float32:  # a bf16 model: angles p·θ need fp32
+            theta = geometric_frequencies(self.num_heads, self.head_dim).to(theta.device)
         return self.rotation_norm(theta) if self.rotation_norm is not None else theta
 
     def _rotate(self, x: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
