@@ -9,6 +9,7 @@ import sys
 from archlab.evals import (  # noqa: F401  (registers the built-in evals)
     compression,
     continual,
+    duo_predict,
     generate_samples,
     long_ppl,
     loss,

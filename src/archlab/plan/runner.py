@@ -82,7 +82,9 @@ def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Ou
             else "the traceback could not be written"
         return _final_status(run, "failed", message=f"{type(exc).__name__}: {exc} ({where})")
     outcome = _final_status(run, "done", step=state.step, message=state.stop_reason, stop_reason=state.stop_reason,
-                            skipped_steps=state.skipped_steps, oom_backoffs=state.oom_backoffs)
+                            skipped_steps=state.skipped_steps, oom_backoffs=state.oom_backoffs,
+                            **({"best_step": state.best_step, "best_metric": state.best_metric}
+                               if config.train.load_best_model_at_end and state.best_step else {}))
     return _push(config, run, outcome) if config.train.push_to_hub else outcome
 
 

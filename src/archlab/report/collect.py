@@ -28,6 +28,7 @@ class RunRow:
     tokens_seen: int | None = None
     step: int | None = None
     size: Size | None = None
+    best: dict[str, Any] = field(default_factory=dict)  # load_best_model_at_end: {step, metric} of the exported model
 
     def metric(self, dotted: str) -> float | None:
         name, _, key = dotted.partition(".")
@@ -85,6 +86,7 @@ def collect(plan: PlanConfig, specs: list[RunSpec], store: RunStore, sizes: bool
                 tokens_seen=int(max(tokens)) if tokens else None,
                 step=status.get("step") or (max(r["step"] for r in steps) if steps else None),
                 size=run_size(spec.config) if sizes else None,
+                best={k: status[k] for k in ("best_step", "best_metric", "step") if k in status},
             )
         )
     return rows

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from archlab.evals.lib.views import EvalRun, View, ordered_views
 from archlab.report.collect import RunRow
+from archlab.report.tables import fmt, to_markdown
 
 Section = tuple[str, str, list[Path]]
 
@@ -35,6 +36,20 @@ def eval_sections(rows: list[RunRow], plots_dir: Path) -> list[View]:
             title, markdown, images = section
             sections.append(View(title, [], markdown, list(images)))
     return sections
+
+
+def best_checkpoint_view(rows: list[RunRow], plots: Path) -> Section | None:
+    """Runs with train.load_best_model_at_end: the step whose weights were exported (and evaluated)."""
+    have = [r for r in rows if r.best.get("best_step")]
+    if not have:
+        return None
+    body = [[r.spec.title, str(r.best["best_step"]), str(r.best.get("step", "—")), fmt(r.best.get("best_metric"))]
+            for r in have]
+    return ("Best checkpoint (load_best_model_at_end)",
+            to_markdown([["Variant", "best step", "last step", "best metric (metric_for_best_model)"], *body]), [])
+
+
+VIEWS.append(best_checkpoint_view)
 
 
 def eval_views(rows: list[RunRow], plots_dir: Path) -> list[Section]:
