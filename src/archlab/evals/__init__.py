@@ -13,6 +13,7 @@ from archlab.evals import (  # noqa: F401  (registers the built-in evals)
     probes,
     samples,
     speed,
+    unk_share,
 )
 from archlab.evals.base import EVALS, EvalContext, EvalResult, EvalSpec, register_eval, run_eval
 

