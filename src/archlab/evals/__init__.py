@@ -7,6 +7,7 @@ from archlab.evals import (  # noqa: F401  (registers the built-in evals)
     loss,
     masked_loss,
     mc,
+    model_size,
     multilingual,
     niah,
     passkey,

@@ -264,10 +264,10 @@ def _check_model(config: RunConfig, vocab_size: int, where: str) -> None:
         key = "data.block_size" if config.data.packing == "group" else "data.max_length"
         raise ArchlabError(f"{where}: {key}={length} is longer than the model's max_position_embeddings="
                            f"{positions}; lower {key} or raise max_position_embeddings")
-    from archlab.train.schedules import set_model_attribute
+    from archlab.train.schedules import TRAINER_ATTRIBUTES, set_model_attribute
 
     for name in config.train.schedules:
-        if set_model_attribute(model, name, 0.0) == 0:
+        if name not in TRAINER_ATTRIBUTES and set_model_attribute(model, name, 0.0) == 0:
             raise ArchlabError(f"{where}: train.schedules targets '{name}', but no module of this model declares "
                                f"it; check the key or the model/graft settings")
 
