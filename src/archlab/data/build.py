@@ -81,6 +81,10 @@ class DataBundle:
 
 
 def build_data(cfg: DataConfig, *, use_cache: bool = True) -> DataBundle:
+    if cfg.tokenizer == "word_level":  # seed 002: the vocabulary is built on this data's training split
+        from archlab.data.word_level import build_word_level
+
+        return build_word_level(cfg, use_cache=use_cache)
     tokenizer = load_tokenizer(cfg.tokenizer)
     if cfg.add_mask_token:
         tokenizer = with_mask_token(tokenizer)

@@ -9,6 +9,21 @@ from pydantic import Field, model_validator
 from archlab.config import Config
 
 
+class WordLevelOptions(Config):
+    """Seed 002's closed-vocabulary word tokenizer and line windows (``data.tokenizer: word_level``).
+
+    The window length is ``data.max_length`` (64 for WikiText, 128 for Dolly); examples are padded to it.
+    """
+
+    vocab_size: int = Field(1000, ge=5, description="vocabulary incl. PAD, UNK, BOS, EOS: the vocab_size - 4 most "
+                            "frequent lowercase training words; every other word becomes UNK")
+    unit: Literal["line", "record"] = Field("line", description="'line': every text line is one sequence (WikiText); "
+                                            "'record': a whole (formatted) record is one sequence (Dolly)")
+    min_words: int = Field(5, ge=1, description="sequences with fewer words are dropped")
+    stride: int | None = Field(32, ge=1, description="a sequence longer than max_length is cut into windows of "
+                               "max_length tokens starting every 'stride' tokens (seed: 64 / 32); None truncates it")
+
+
 class DataConfig(Config):
     source: str = Field(
         "embedded:shakespeare",
@@ -22,14 +37,18 @@ class DataConfig(Config):
         "detects from the fields"
     )
     text_field: str = Field("text", description="field holding the text of 'text' records")
-    template: Literal["plain", "alpaca"] = Field(
+    template: Literal["plain", "alpaca", "labeled"] = Field(
         "plain", description="instruction prompt layout: 'plain' joins instruction, input and answer by newlines "
-        "(as seed 000's TPTT), 'alpaca' uses the '### Instruction:' template"
+        "(as seed 000's TPTT), 'alpaca' uses the '### Instruction:' template, 'labeled' writes 'Instruction: "
+        "...\\nContext: ...\\nResponse: ...' (seed 002's Dolly; no Context line when it is empty)"
     )
     mask_prompt: bool = Field(False, description="exclude the instruction prompt from the loss (answer tokens only)")
     tokenizer: str = Field("embedded", description="'embedded' (BPE shipped with archlab), 'bytes', 'gpt2' / 'gpt2+mask' "
-                           "(GPT-2's BPE, shipped; +mask adds seed 001's <|MASK|>), or an HF "
+                           "(GPT-2's BPE, shipped; +mask adds seed 001's <|MASK|>), 'word_level' (seed 002: closed "
+                           "word vocabulary built on the training split, see data.word_level), or an HF "
                            "tokenizer id / local path")
+    word_level: WordLevelOptions = Field(default_factory=WordLevelOptions, description="options of "
+                                         "tokenizer='word_level' (vocab_size, unit, min_words, stride)")
     add_mask_token: bool = Field(False, description="give the tokenizer a mask token '<|mask|>' when it has none "
                                  "(set for train.objective=masked_diffusion runs; a tokenizer's own mask token is "
                                  "kept)")
@@ -56,4 +75,7 @@ class DataConfig(Config):
     def _check(self) -> DataConfig:
         if self.validation_fraction + self.test_fraction >= 1:
             raise ValueError("validation_fraction + test_fraction must be < 1")
+        if self.tokenizer == "word_level" and (self.packing != "pad" or self.mask_prompt):
+            raise ValueError("tokenizer 'word_level' makes one padded example per line window: set packing: pad "
+                             "(the window is max_length) and leave mask_prompt false")
         return self

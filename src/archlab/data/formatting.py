@@ -37,5 +37,8 @@ def to_prompt_completion(record: dict[str, Any], fmt: str, text_field: str, temp
         if extra:
             prompt += f"### Input:\n{extra}\n\n"
         return prompt + "### Response:\n", answer
+    if template == "labeled":
+        prompt = f"Instruction: {instruction}\n" + (f"Context: {extra}\n" if extra else "")
+        return prompt + "Response: ", answer
     prompt = instruction + "\n" + (extra + "\n" if extra else "")
     return prompt, answer

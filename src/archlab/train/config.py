@@ -12,20 +12,41 @@ from archlab.config import Config
 class ScheduleSpec(Config):
     """A parameter schedule: ``type`` names an entry of archlab.train.schedules.SCHEDULES."""
 
-    type: str = Field(description="constant | linear | cyclic | warmup_decay")
+    type: str = Field(description="constant | linear | cyclic | warmup_decay | piecewise")
     value: float | None = Field(None, description="constant: the value")
     start: float | None = Field(None, description="linear: value at step 0")
     end: float | None = Field(None, description="linear: value from step 'steps' on")
     steps: int | None = Field(None, ge=0, description="linear: steps of the transition")
-    values: list[float] | None = Field(None, description="cyclic: values taken in turn, one per optimizer step")
+    values: list[float] | None = Field(None, description="cyclic: values taken in turn, one per optimizer step; "
+                                       "piecewise: the value before the first boundary, then after each")
     peak: float | None = Field(None, description="warmup_decay: value after warmup")
     final: float | None = Field(None, description="warmup_decay: value after decay")
     warmup_steps: int | None = Field(None, ge=0, description="warmup_decay: steps from 0 to peak")
     decay_start: int | None = Field(None, ge=0, description="warmup_decay: step where decay begins")
     decay_end: int | None = Field(None, ge=0, description="warmup_decay: step where the final value is reached")
+    boundaries: list[float] | None = Field(None, description="piecewise: where each next value of 'values' starts "
+                                           "(ascending; len(values) = len(boundaries) + 1)")
+    unit: Literal["step", "epoch"] = Field("step", description="what the schedule counts: optimizer steps, or "
+                                           "epochs (the 0-based epoch index of the step; seed 002's staged "
+                                           "clipping)")
     eval_value: float | None = Field(None, description="value every evaluation of the run uses (in-run and "
                                      "`archlab eval`); None: the schedule's value at the final step (cyclic "
                                      "schedules must set it)")
+
+
+class LrScaling(Config):
+    """The learning rate from the batch size: lr = base_learning_rate * (batch / base_batch_size) ** power."""
+
+    base_learning_rate: float = Field(gt=0, description="learning rate at base_batch_size")
+    base_batch_size: int = Field(ge=1, description="effective batch (examples per optimizer step) of the base lr")
+    rule: Literal["sqrt", "linear"] = Field("sqrt", description="sqrt: the square-root rule (Adam; seed 002), "
+                                            "linear: lr proportional to the batch (SGD, Goyal et al.)")
+
+
+def scaled_learning_rate(scaling: LrScaling, batch: int) -> float:
+    """``base_lr * sqrt(batch / base_batch)`` (or linear): seed 002 scaled 1e-4 at 32 to 8e-4 at 2048."""
+    power = 0.5 if scaling.rule == "sqrt" else 1.0
+    return scaling.base_learning_rate * (batch / scaling.base_batch_size) ** power
 
 
 class TrainConfig(Config):
@@ -87,6 +108,29 @@ class TrainConfig(Config):
         None, description="glob patterns of parameter names to train (fnmatch); None trains every parameter "
         "that requires grad"
     )
+
+    early_stopping_threshold: float = Field(0.0, ge=0, description="minimum decrease of eval_loss that counts as "
+                                            "an improvement for early_stopping_patience (HF EarlyStoppingCallback's "
+                                            "name; seed 002: 1e-3)")
+    lr_scaling: LrScaling | None = Field(None, description="derive learning_rate from the effective batch "
+                                         "(per_device_train_batch_size x gradient_accumulation_steps): {"
+                                         "base_learning_rate, base_batch_size, rule: sqrt}; learning_rate is then "
+                                         "the derived value")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scale_learning_rate(cls, data):
+        """Set learning_rate from lr_scaling (a given learning_rate must agree: a saved config re-reads equal)."""
+        if not isinstance(data, dict) or not data.get("lr_scaling"):
+            return data
+        scaling = LrScaling.model_validate(data["lr_scaling"])
+        batch = int(data.get("per_device_train_batch_size", 8)) * int(data.get("gradient_accumulation_steps", 1))
+        lr = scaled_learning_rate(scaling, batch)
+        given = data.get("learning_rate")
+        if given is not None and abs(float(given) - lr) > 1e-9 * lr:
+            raise ValueError(f"learning_rate {given} disagrees with lr_scaling ({scaling.rule} rule gives {lr:.4g} at "
+                             f"batch {batch}); set one of train.learning_rate or train.lr_scaling")
+        return {**data, "learning_rate": lr}
 
     @property
     def resolved_muon_weight_decay(self) -> float:

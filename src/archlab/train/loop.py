@@ -37,7 +37,7 @@ from archlab.train.callbacks import Callback
 from archlab.train.config import TrainConfig
 from archlab.train.objectives import causal_lm_sum, scored_tokens, token_weight
 from archlab.train.optim import build_optimizer
-from archlab.train.schedules import build_schedule, evaluation_values, set_model_attribute
+from archlab.train.schedules import TRAINER_ATTRIBUTES, build_schedule, evaluation_values, set_model_attribute
 from archlab.train.trackers import tracker_init_kwargs, tracker_project_dir
 
 VALIDATION_MASK_SEED = 0  # masked-diffusion validation: the same masks at every evaluation
@@ -103,13 +103,6 @@ class Trainer:
         apply_trainable(model, cfg.trainable)
         if cfg.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable()
-        self.schedules = {name: build_schedule(spec) for name, spec in cfg.schedules.items()}
-        for name in self.schedules:
-            if set_model_attribute(model, name, self.schedules[name](0)) == 0:
-                raise ArchlabError(
-                    f"train.schedules targets '{name}', but no module of this model declares it "
-                    f"(scheduled_attributes); check the key or the model/graft settings"
-                )
         self.sampler = EpochSampler(
             len(data.train),
             cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps,
@@ -117,6 +110,16 @@ class Trainer:
             rank=self.accelerator.process_index,
             world_size=self.accelerator.num_processes,
         )
+        self.schedules = {name: build_schedule(spec, self.sampler.batches_per_epoch)
+                          for name, spec in cfg.schedules.items()}
+        for name in self.schedules:
+            if name in TRAINER_ATTRIBUTES:
+                continue  # e.g. max_grad_norm: the loop reads it from state.schedule_values
+            if set_model_attribute(model, name, self.schedules[name](0)) == 0:
+                raise ArchlabError(
+                    f"train.schedules targets '{name}', but no module of this model declares it "
+                    f"(scheduled_attributes); check the key or the model/graft settings"
+                )
         if not any(bool((labels[1:] != -100).any()) for labels in data.train.labels):
             raise ArchlabError("no training example has a token to score (every label is -100); check "
                                "data.mask_prompt and the data's completions")
@@ -273,8 +276,9 @@ class Trainer:
         loss_sum = self._sum_over_ranks(summed) / global_tokens
         grad_norm = float("nan")
         if math.isfinite(loss_sum):
-            if self.cfg.max_grad_norm > 0:
-                grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
+            max_norm = self.state.schedule_values.get("max_grad_norm", self.cfg.max_grad_norm)  # staged clipping
+            if max_norm > 0:
+                grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
             else:
                 grad_norm = _grad_norm(self.model)
         if math.isfinite(loss_sum) and not math.isfinite(grad_norm) and self.accelerator.scaler is not None:
@@ -347,7 +351,7 @@ class Trainer:
         metrics = {"step": self.state.step, "eval_loss": totals.loss, "eval_bits_per_byte": totals.bits_per_byte}
         self.metrics.append(metrics)
         self.accelerator.log({k: v for k, v in metrics.items() if k != "step" and v is not None}, step=self.state.step)
-        if totals.loss < self.state.best_eval_loss - 1e-6:
+        if totals.loss < self.state.best_eval_loss - max(self.cfg.early_stopping_threshold, 1e-6):
             self.state.best_eval_loss, self.state.evals_without_improvement = totals.loss, 0
         else:
             self.state.evals_without_improvement += 1

@@ -5,6 +5,7 @@ Each schedule is a pure function of the step, so an exactly resumed run needs no
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -71,11 +72,35 @@ def warmup_decay(spec: ScheduleSpec) -> Schedule:
     return value
 
 
-def build_schedule(spec: ScheduleSpec) -> Schedule:
-    return SCHEDULES.get(spec.type)(spec)
+@SCHEDULES.register("piecewise")
+def piecewise(spec: ScheduleSpec) -> Schedule:
+    """values[k] where k boundaries are <= the step (or epoch, unit: epoch): seed 002's staged clipping
+    {boundaries: [10, 30], values: [0.5, 1.0, 2.0], unit: epoch}."""
+    _need(spec, "values", "boundaries")
+    values, bounds = [float(v) for v in spec.values or []], [float(b) for b in spec.boundaries or []]
+    if len(values) != len(bounds) + 1:
+        raise ArchlabError(f"schedule type 'piecewise' needs one more value than boundaries (got {len(values)} "
+                           f"values, {len(bounds)} boundaries)")
+    if bounds != sorted(bounds):
+        raise ArchlabError(f"schedule type 'piecewise': boundaries must be ascending, got {bounds}")
+    return lambda x: values[bisect.bisect_right(bounds, x)]
 
 
-SETTLED = {"constant": lambda s: s.value, "linear": lambda s: s.end,
+def build_schedule(spec: ScheduleSpec, steps_per_epoch: int | None = None) -> Schedule:
+    """The schedule as a function of the optimizer step. ``unit: epoch`` schedules read the 0-based epoch
+    index ``step // steps_per_epoch`` (checking a plan passes no steps_per_epoch: one step per epoch)."""
+    schedule = SCHEDULES.get(spec.type)(spec)
+    if spec.unit == "epoch":
+        per_epoch = max(int(steps_per_epoch or 1), 1)
+        return lambda step: schedule(step // per_epoch)
+    return schedule
+
+
+TRAINER_ATTRIBUTES = ("max_grad_norm",)
+"""Schedule targets the trainer itself applies (train keys), not model attributes."""
+
+
+SETTLED = {"constant": lambda s: s.value, "linear": lambda s: s.end, "piecewise": lambda s: (s.values or [None])[-1],
            "warmup_decay": lambda s: s.final if s.final is not None and s.decay_start is not None else s.peak}
 
 
@@ -89,7 +114,7 @@ def resolve_eval_value(spec: ScheduleSpec, max_steps: int) -> float | None:
         return float(spec.eval_value)
     if spec.type == "cyclic":
         return None
-    if max_steps > 0:
+    if max_steps > 0 and spec.unit == "step":
         return float(build_schedule(spec)(max_steps - 1))
     settled = SETTLED.get(spec.type)
     return float(settled(spec)) if settled is not None else None
