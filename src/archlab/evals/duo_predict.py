@@ -12,7 +12,8 @@ from pydantic import Field
 from archlab.config import Config
 from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.stats import ratio_interval, wilson_interval
+from archlab.evals.lib.views import simple_view
+from archlab.evals.lib.stats import ratio_interval, wilson_interval
 from archlab.models.gpt2_variants import GPT2VariantsForCausalLM, duo_interleave
 
 STREAMS = ("next_token", "fill")
@@ -63,3 +64,8 @@ def duo_predict(ctx: EvalContext, params: DuoPredictParams) -> EvalResult:
                       details={"split": params.split, "examples": n, "fill_tokens": sum(sums["fill"]["tokens"]),
                                "interval_unit": "example (loss), token (accuracy)",
                                "note": "the fill target leaks through depth (a_{m+1}'s state has seen a_m)"})
+
+
+simple_view("duo_predict", "Duo-Predict: next-token (real stream) and fill-the-gap (mask slots)",
+            [("next-token loss", "next_token_loss"), ("next-token acc", "next_token_accuracy"),
+             ("fill loss", "fill_loss"), ("fill acc", "fill_accuracy")], details=("fill_tokens",))

@@ -70,7 +70,11 @@ class TrainConfig(Config):
     nan_policy: Literal["stop", "skip"] = Field("stop", description="on NaN/Inf loss: stop (status diverged) or skip "
                                                 "the step and count it")
     max_skipped_steps: int = Field(20, ge=1, description="with nan_policy=skip: consecutive skips before diverged")
-    report_to: list[str] = Field(default_factory=list, description="trackers through accelerate: wandb, tensorboard")
+    report_to: list[str] = Field(default_factory=list, description="trackers through accelerate: tensorboard, wandb (offline unless WANDB_MODE/WANDB_API_KEY), mlflow (local SQLite unless MLFLOW_TRACKING_URI)")
+    push_to_hub: bool = Field(False, description="after a run finishes, push its model with a generated model card "
+                              "to hub_model_id (offline: one line, the run stays done; or later: archlab push RUN)")
+    hub_model_id: str | None = Field(None, description="Hugging Face repo id for push_to_hub, e.g. user/name (default: "
+                                     "the run id under your account)")
     objective: Literal["auto", "causal_lm", "masked_diffusion"] = Field(
         "auto", description="training loss: causal_lm (next-token) or masked_diffusion (LLaDA/Dream: masked tokens "
         "predicted, weighted 1/t); auto: masked_diffusion when graft.bidirectional is true, else causal_lm (a "
@@ -99,3 +103,8 @@ class TrainConfig(Config):
             raise ValueError("load_best_model_at_end needs save_steps to be a multiple of eval_steps (as HF "
                              f"TrainingArguments), got save_steps={self.save_steps}, eval_steps={self.eval_steps}")
         return self
+
+
+# Settings that change what happens after training, not the run: at their defaults they are left out of the
+# run id, so adding them did not rename existing runs.
+NOT_IN_RUN_ID = {"push_to_hub": False, "hub_model_id": None}

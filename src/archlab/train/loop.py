@@ -38,6 +38,7 @@ from archlab.train.config import TrainConfig
 from archlab.train.objectives import causal_lm_sum, scored_tokens, token_weight
 from archlab.train.optim import build_optimizer
 from archlab.train.schedules import build_schedule, evaluation_values, set_model_attribute
+from archlab.train.trackers import tracker_init_kwargs, tracker_project_dir
 
 VALIDATION_MASK_SEED = 0  # masked-diffusion validation: the same masks at every evaluation
 
@@ -94,7 +95,8 @@ class Trainer:
         mixed = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "no"
         _check_trackers(cfg.report_to)
         self.accelerator = accelerator or Accelerator(
-            mixed_precision=mixed, log_with=cfg.report_to or None, project_dir=str(self.run_dir)
+            mixed_precision=mixed, log_with=cfg.report_to or None,
+            project_dir=tracker_project_dir(cfg.report_to, self.run_dir),
         )
         run = RunDir(self.run_dir)
         self.metrics, self.checkpoint_dir = run.metrics, run.checkpoints
@@ -131,7 +133,7 @@ class Trainer:
             self.accelerator.init_trackers(
                 self.run_dir.parent.name or "archlab",
                 config={k: v for k, v in cfg.to_dict().items() if isinstance(v, int | float | str | bool)},
-                init_kwargs={"wandb": {"name": self.run_dir.name}},
+                init_kwargs=tracker_init_kwargs(cfg.report_to, self.run_dir),
             )
 
     # ----------------------------------------------------------------------------------------- state
