@@ -53,3 +53,19 @@ def test_pretokenized_grouped_rows_are_used_as_they_are(tmp_path):
     assert [x.tolist() for x in data.validation.input_ids] == rows["validation"]
     assert all(torch.equal(x, y) for x, y in zip(data.train.input_ids, data.train.labels, strict=True))
     assert len(data.tokenizer) == 50258
+
+
+def test_a_pretokenized_hub_dataset_reads_only_input_ids(monkeypatch):
+    """The hub's tokenized-grouped sets also hold labels and attention_mask: only input_ids becomes records."""
+    import datasets
+
+    from archlab.data import DataConfig
+    from archlab.data.sources import load_records
+
+    blocks = {"input_ids": [[1, 2, 3, 4]] * 3, "attention_mask": [[1] * 4] * 3, "labels": [[1, 2, 3, 4]] * 3}
+    fake = datasets.DatasetDict({"train": datasets.Dataset.from_dict(blocks),
+                                 "validation": datasets.Dataset.from_dict(blocks)})
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: fake)
+    records = load_records(DataConfig(source="BluebrainAI/wikitext-103-raw-v1-seq1024-tokenized-grouped",
+                                      format="tokenized", tokenizer="gpt2+mask"))
+    assert records["train"] == [{"input_ids": [1, 2, 3, 4]}] * 3 and len(records["validation"]) == 3

@@ -145,6 +145,8 @@ def test_parallel_with_an_odd_layer_count_is_a_one_line_error():
 def test_unknown_option_value_names_the_key():
     with pytest.raises(ValueError, match="rotation must be one of"):
         GPT2VariantsConfig(**{**TINY, "rotation": "spiral"})
+    with pytest.raises(ValueError, match="^diffusion must be true or false, got 'maybe'$"):
+        GPT2VariantsConfig(**{**TINY, "diffusion": "maybe"})
 
 
 def test_geometric_frequencies_equal_the_formula():

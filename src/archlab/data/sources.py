@@ -80,4 +80,8 @@ def _hub(cfg: DataConfig) -> dict[str, Records]:
             f"machine is offline, download it elsewhere and pass data.source=/path/to/files (.jsonl/.parquet/.txt), "
             f"or use data.source=embedded:shakespeare"
         ) from None
+    if cfg.format == "tokenized":  # pre-grouped blocks (seed 001): only input_ids is read, so the labels and
+        # attention_mask columns such datasets carry are not turned into Python lists (3x the memory)
+        dsd = {split: ds.select_columns(["input_ids"]) if "input_ids" in ds.column_names else ds
+               for split, ds in dsd.items()}
     return {str(split): [dict(row) for row in ds] for split, ds in dsd.items()}

@@ -82,6 +82,9 @@ class GPT2VariantsConfig(GPT2Config):
                                     ("rotation", self.rotation, ROTATIONS)):
             if value not in allowed:
                 raise ValueError(f"{key} must be one of {list(allowed)}, got '{value}'")
+        for key in ("drift_baseline", "diffusion", "parallel_per_pair", "rotation_norm", "duo_predict"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key} must be true or false, got {getattr(self, key)!r}")
         if self.parallel != "none" and self.n_layer % 2:
             raise ValueError(f"parallel={self.parallel} runs the layers in pairs: n_layer must be even, got "
                              f"{self.n_layer}")
