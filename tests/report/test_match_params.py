@@ -44,3 +44,15 @@ def test_a_count_out_of_reach_is_one_line_naming_the_nearest(tmp_path):
     with pytest.raises(ArchlabError, match=r"run 'deep_narrow': match: the nearest model.config.num_hidden_layers is "):
         _plan(tmp_path, {"deep_narrow": {"model.config.hidden_size": 512,
                                          "match": {"by": "model.config.num_hidden_layers"}}})
+
+
+def test_keys_added_later_at_their_defaults_keep_the_run_ids():
+    from archlab.plan import RunConfig
+    from archlab.plan.expand import id_view
+    from archlab.train.config import NOT_IN_RUN_ID
+
+    data = RunConfig().to_dict()
+    view = id_view(data)
+    assert "match" not in view and not set(NOT_IN_RUN_ID) & set(view["train"])
+    data["train"]["load_best_model_at_end"] = True
+    assert id_view(data)["train"]["load_best_model_at_end"] is True  # a changed value is part of the id

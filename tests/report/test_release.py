@@ -31,7 +31,7 @@ def done_run(tmp_path):
     run.model_dir.mkdir()
     (run.model_dir / "config.json").write_text("{}")
     (run.model_dir / "model.safetensors").write_bytes(b"\0" * 64)
-    run.set_status("done", step=4, message="max_steps")
+    run.set_status("done", step=4, message="max_steps", best_step=3, best_metric=3.05)
     return run
 
 
@@ -57,6 +57,7 @@ def test_release_bundles_the_run_with_a_manifest_and_verify_catches_any_change(m
                      "model/model.safetensors"}
     readme = (out / "README.md").read_text()
     assert "| loss.loss | 3.1 | [3, 3.2] | 96 |" in readme and "MANIFEST.sha256" in readme
+    assert "best checkpoint's weights (step 3" in readme
     assert yaml.safe_load(readme.split("---")[1])["library_name"] == "transformers"
     code, text = cli(monkeypatch, capsys, "release", "--verify", str(out))
     assert code == 0 and "ok: every file" in text

@@ -12,8 +12,8 @@ from pydantic import Field
 from archlab.config import Config
 from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.lib.views import simple_view
 from archlab.evals.lib.stats import ratio_interval, wilson_interval
+from archlab.evals.lib.views import simple_view
 from archlab.models.gpt2_variants import GPT2VariantsForCausalLM, duo_interleave
 
 STREAMS = ("next_token", "fill")

@@ -61,6 +61,17 @@ class RunRow:
         return None, True
 
 
+def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config with the keys added since it was written at their defaults, so two runs written by
+    different versions diff only where they differ (the recorded file itself is left as it is)."""
+    from archlab.plan import RunConfig
+
+    try:
+        return RunConfig.parse(config, where="recorded config").to_dict()
+    except Exception:  # noqa: BLE001  (a config this version cannot read is shown as recorded)
+        return config
+
+
 def collect(plan: PlanConfig, specs: list[RunSpec], store: RunStore, sizes: bool = True) -> list[RunRow]:
     rows = []
     for spec in specs:
@@ -69,7 +80,7 @@ def collect(plan: PlanConfig, specs: list[RunSpec], store: RunStore, sizes: bool
         records = run.metrics.read()
         steps = [r for r in records if "step" in r]
         tokens = [r["tokens_seen"] for r in records if isinstance(r.get("tokens_seen"), int | float)]
-        config = run.read_config() if run.has_config() else (spec.config.to_dict() if spec.config else {})
+        config = with_defaults(run.read_config()) if run.has_config() else (spec.config.to_dict() if spec.config else {})
         rows.append(
             RunRow(
                 spec=spec,

@@ -31,7 +31,9 @@ class RunFiles:
         run = RunDir(path)
         if not run.has_config():
             raise ArchlabError(f"{path} is not a run folder (no config.yaml); pass runs/<plan>/<run-id>")
-        return cls(Path(path), run.read_config(), run.eval_results(), run.status())
+        from archlab.report.collect import with_defaults
+
+        return cls(Path(path), with_defaults(run.read_config()), run.eval_results(), run.status())
 
 
 def resolve_run(text: str, runs_dir: Path) -> Path:

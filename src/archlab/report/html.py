@@ -216,7 +216,7 @@ def drilldown(row: RunRow, baseline: RunRow | None, images: list[Path]) -> str:
     if row.size is not None:
         flops, estimated = row.train_flops
         parts.append(f"<p>Parameters {row.size.total:,} (non-embedding {row.size.non_embedding:,}, trainable "
-                     f"{row.size.trainable:,}) · training FLOPs {('≈' if estimated else '') + human(flops)}</p>")
+                     f"{row.size.trainable:,}) · training FLOPs {('≈' if estimated and flops else '') + human(flops)}</p>")
     # config diff
     full = "".join(f"<tr><td><code>{html.escape(k)}</code></td><td>{html.escape(_short(v))}</td></tr>"
                    for k, v in sorted(flatten(row.config).items()))

@@ -42,7 +42,16 @@ class PlanTable:
 
     def __init__(self, specs: list[RunSpec], store: RunStore, title: str):
         self.title = title
-        self.rows = {s.id: LiveRow(s.title, store.run(s.id).status().get("status", "pending")) for s in specs}
+        self.rows = {s.id: self._row(s, store) for s in specs}
+
+    @staticmethod
+    def _row(spec: RunSpec, store: RunStore) -> LiveRow:
+        """A run as its folder left it: status, last step and loss (a finished or interrupted run shows them)."""
+        run = store.run(spec.id)
+        record = run.status()
+        logged = [r for r in run.metrics.read() if isinstance(r.get("loss"), int | float)]
+        return LiveRow(spec.title, record.get("status", "pending"), step=record.get("step") or
+                       (logged[-1]["step"] if logged else None), loss=logged[-1]["loss"] if logged else None)
 
     def __rich__(self) -> Table:
         table = Table(title=self.title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
@@ -94,4 +103,5 @@ def run_local_live(specs: list[RunSpec], store: RunStore, console: Console, titl
             if outcome.status in ("failed", "diverged"):
                 row.note = outcome.message
             outcomes.append(outcome)
+    console.line()  # the last frame of the table ends without a newline where the console is not a terminal
     return outcomes

@@ -48,6 +48,10 @@ def build_release(run_dir: Path, out: Path) -> Path:
         for file in sorted(p for p in run.model_dir.rglob("*") if p.is_file()):
             _copy(file, out / "model" / file.relative_to(run.model_dir))
         weights = "model/ (the exported model: AutoModelForCausalLM.from_pretrained(\"model\") after `import archlab`)"
+        record = run.status()
+        if record.get("best_step"):  # train.load_best_model_at_end exported the best evaluation's weights
+            weights += (f"; these are the best checkpoint's weights (step {record['best_step']}, eval metric "
+                        f"{record.get('best_metric')}), not the last step's ({record.get('step')})")
     else:
         from archlab.train.checkpoint import list_checkpoints, verify
 

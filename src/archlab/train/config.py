@@ -149,6 +149,7 @@ class TrainConfig(Config):
         return self
 
 
-# Settings that change what happens after training, not the run: at their defaults they are left out of the
-# run id, so adding them did not rename existing runs.
-NOT_IN_RUN_ID = {"push_to_hub": False, "hub_model_id": None}
+# Keys added after runs were first named, whose defaults reproduce what those runs did: at their defaults they
+# are left out of the run id, so adding a key does not rename (and re-run) every finished run.
+NOT_IN_RUN_ID = {"push_to_hub": False, "hub_model_id": None, "load_best_model_at_end": False,
+                 "metric_for_best_model": "eval_loss"}
