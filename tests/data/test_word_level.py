@@ -131,7 +131,7 @@ def test_generated_samples_show_unk(tmp_path):
     """A closed-vocabulary model's UNK predictions stay visible in samples.jsonl (other specials are dropped)."""
     import json as _json
 
-    from archlab.evals.samples import SampleParams, generate_samples
+    from archlab.evals.generate_samples import SampleParams, generate_samples
     from archlab.models import NewLLMConfig, NewLLMForCausalLM
 
     tok = word_level_tokenizer([*SPECIALS, "the", "dog"])

@@ -15,7 +15,7 @@ from pydantic import Field
 from archlab.config import Config
 from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.stats import wilson_interval
+from archlab.evals.lib.stats import wilson_interval
 
 
 class UnkShareParams(Config):

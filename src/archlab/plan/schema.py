@@ -13,6 +13,7 @@ from archlab.evals.base import check_eval_objective
 from archlab.files import SLUG_RULE, is_slug
 from archlab.graft import GraftConfig
 from archlab.models.spec import ModelConfig
+from archlab.plan.match import MatchConfig
 from archlab.train import TrainConfig
 from archlab.train.schedules import resolve_eval_value
 
@@ -32,6 +33,8 @@ class RunConfig(Config):
         default_factory=lambda: [EvalSpec.model_validate(e) for e in DEFAULT_EVALS],
         description="evals run after training, each {name: ..., <params>}",
     )
+    match: MatchConfig | None = Field(None, description="match: params sizes this run's width (or depth, match.by) "
+                                      "to the baseline's parameter count within 2%, at plan time")
 
     @model_validator(mode="after")
     def _objective(self) -> RunConfig:
