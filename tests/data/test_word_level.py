@@ -125,3 +125,21 @@ def test_word_level_needs_pad_packing():
         DataConfig(tokenizer="word_level")
     with pytest.raises(ArchlabError, match="word_level.vocb_size|vocb_size"):
         DataConfig.parse({"tokenizer": "word_level", "packing": "pad", "word_level": {"vocb_size": 3}})
+
+
+def test_generated_samples_show_unk(tmp_path):
+    """A closed-vocabulary model's UNK predictions stay visible in samples.jsonl (other specials are dropped)."""
+    import json as _json
+
+    from archlab.evals.generate_samples import SampleParams, generate_samples
+    from archlab.models import NewLLMConfig, NewLLMForCausalLM
+
+    tok = word_level_tokenizer([*SPECIALS, "the", "dog"])
+    model = NewLLMForCausalLM(NewLLMConfig(vocab_size=len(tok), embed_dim=8, context_dim=4, hidden_size=8,
+                                           num_hidden_layers=1)).eval()
+    with torch.no_grad():
+        model.lm_head.bias.copy_(torch.tensor([0.0, 50.0, 0.0, 0.0, 0.0, 0.0]))  # always UNK
+    ctx = EvalContext(model=model, tokenizer=tok, data=None, run_dir=tmp_path)
+    generate_samples(ctx, SampleParams(prompts=["the dog"], max_new_tokens=3))
+    row = _json.loads((tmp_path / "samples.jsonl").read_text().splitlines()[0])
+    assert row["completion"] == "<unk> <unk> <unk>"

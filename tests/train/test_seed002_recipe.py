@@ -109,3 +109,13 @@ def test_early_stopping_threshold_counts_small_gains_as_no_improvement(tmp_path,
 
     assert stops_after(1e-3) == 2  # 2.9995 and 2.999 gain < 1e-3 on 3.0: two evaluations without improvement
     assert stops_after(0.0) is None  # every decrease counts
+
+
+def test_runs_of_one_process_may_change_mixed_precision(tmp_path, corpus_dir):
+    """A plan's runs share the process: an fp32 run then a bf16 run (seed 002's FP16 arm on CPU) both build."""
+    data = build_data(DataConfig(source=str(corpus_dir), tokenizer="bytes", block_size=32))
+    for i, bf16 in enumerate((False, True, False)):
+        model = build_model(ModelConfig(config=dict(TINY_MODEL)), vocab_size=len(data.tokenizer))
+        trainer = Trainer(model, data, TrainConfig(max_steps=1, per_device_train_batch_size=4, bf16=bf16),
+                          tmp_path / str(i))
+        assert trainer.accelerator.mixed_precision == ("bf16" if bf16 else "no")

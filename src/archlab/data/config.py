@@ -45,8 +45,8 @@ class DataConfig(Config):
     mask_prompt: bool = Field(False, description="exclude the instruction prompt from the loss (answer tokens only)")
     tokenizer: str = Field("embedded", description="'embedded' (BPE shipped with archlab), 'bytes', 'gpt2' / 'gpt2+mask' "
                            "(GPT-2's BPE, shipped; +mask adds seed 001's <|MASK|>), 'word_level' (seed 002: closed "
-                           "word vocabulary built on the training split, see data.word_level), or an HF "
-                           "tokenizer id / local path")
+                           "word vocabulary built on the training split, see data.word_level), or an HF tokenizer id / "
+                           "local path")
     word_level: WordLevelOptions = Field(default_factory=WordLevelOptions, description="options of "
                                          "tokenizer='word_level' (vocab_size, unit, min_words, stride)")
     add_mask_token: bool = Field(False, description="give the tokenizer a mask token '<|mask|>' when it has none "

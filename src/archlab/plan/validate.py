@@ -191,7 +191,8 @@ def _tokenizer(name: str):
 def _is_local(name: str) -> bool:
     from archlab.data.tokenizers import GPT2_NAMES
 
-    return name in ("embedded", "bytes", "word_level", *GPT2_NAMES) or name.startswith("pypi:") or Path(name).expanduser().exists()
+    return name in ("embedded", "bytes", "word_level", *GPT2_NAMES) or name.startswith("pypi:") or \
+        Path(name).expanduser().exists()
 
 
 def _sequence_length(config: RunConfig) -> int:

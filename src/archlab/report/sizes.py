@@ -40,7 +40,10 @@ def _size(config_json: str) -> Size | None:
     from archlab.plan.build import build_run_model
 
     config = RunConfig.parse(json.loads(config_json), where="report")
-    vocab = _vocab(config.data.tokenizer)
+    name = config.data.tokenizer
+    if name == "word_level":  # built from the data when the run starts; its size is in the config (seed 002)
+        name = f"word_level:{config.data.word_level.vocab_size}"
+    vocab = _vocab(name)
     if vocab is None or config.model.pretrained:
         return None  # a hub model's config is not fetched by the report
     try:

@@ -94,6 +94,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         mixed = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "no"
         _check_trackers(cfg.report_to)
+        if accelerator is None:
+            _allow_precision_change(mixed)
         self.accelerator = accelerator or Accelerator(
             mixed_precision=mixed, log_with=cfg.report_to or None,
             project_dir=tracker_project_dir(cfg.report_to, self.run_dir),
@@ -441,6 +443,17 @@ def _check_trackers(names: list[str]) -> None:
             raise ArchlabError(f"train.report_to: unknown tracker '{name}'; use one of {sorted(TRACKER_MODULES)}")
         if importlib.util.find_spec(module) is None:
             raise ArchlabError(f"train.report_to lists '{name}' but it is not installed: pip install {module}")
+
+
+def _allow_precision_change(mixed: str) -> None:
+    """The runs of a plan share one process, and accelerate keeps one global mixed precision per process: a run
+    whose precision differs from the previous run's (seed 002's fp32 and fp16 arms) resets accelerate's
+    precision state; the process group (PartialState) is kept."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, mixed):
+        AcceleratorState._reset_state()
 
 
 def _grad_norm(model: nn.Module) -> float:
