@@ -3,6 +3,7 @@
 from archlab.evals import (  # noqa: F401  (registers the built-in evals)
     compression,
     continual,
+    inner_updates,
     long_ppl,
     loss,
     masked_loss,

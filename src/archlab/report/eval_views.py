@@ -216,6 +216,27 @@ VIEWS = [
 ]
 
 
+def inner_updates_view(rows: list[RunRow], plots: Path) -> Section | None:
+    """Seed 003: did the fast memories write? Gate hits and writes applied, in training and at evaluation."""
+    have = _with(rows, "inner_updates")
+    if not have:
+        return None
+    header = ["Variant", "train gate hit", "train writes applied", "train writes blocked", "eval gate hit",
+              "eval writes applied", "verdict (training)"]
+    def count(p: dict, key: str) -> str:
+        value = p["metrics"].get(key)
+        return f"{int(value):,}" if isinstance(value, int | float) else "—"
+
+    body = [[row.spec.title, fmt(p["metrics"].get("train_gate_hit_rate"), 3),
+             count(p, "train_updates_applied"), count(p, "train_updates_blocked"),
+             fmt(p["metrics"].get("eval_gate_hit_rate"), 3), count(p, "eval_updates_applied"),
+             str(p["details"].get("train_verdict", "—"))] for row, p in have]
+    return "Inner updates (surprise gate and fast-memory writes)", to_markdown([header, *body]), []
+
+
+VIEWS.append(inner_updates_view)
+
+
 def eval_views(rows: list[RunRow], plots_dir: Path) -> list[Section]:
     """Every eval section that at least one run has: (title, markdown, images)."""
     sections = []
