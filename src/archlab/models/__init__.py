@@ -36,3 +36,9 @@ ARCHITECTURES.register("titan",
                        Architecture(HopeConfig, HopeForCausalLM, tiny_config=dict(_HOPE_TINY, block_type="titan")),
                        help="seed 003 TITAN baseline: LayerNorm(a + TitanMemory(a)), no CMS")
 __all__ += ["HopeConfig", "HopeForCausalLM"]
+ARCHITECTURES.register("hope_selfmod",
+                       Architecture(HopeConfig, HopeForCausalLM,
+                                    tiny_config=dict(_HOPE_TINY, block_type="hope_selfmod", selfmod_chunk_size=2,
+                                                     selfmod_chunk_size_memory=4, selfmod_lr=0.5,
+                                                     selfmod_momentum=0.5)),
+                       help="seed 003 HOPE: self-modifying Titans (six DGD-written memories) -> CMS, no attention")
