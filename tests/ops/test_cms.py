@@ -57,3 +57,15 @@ def test_a_write_moves_the_output_against_the_error():
     y1, _ = fast_mlp_chunked(n, torch.zeros_like(e), m, 4, 1e-3, st)
     # the inner loss <y, e> decreased: a descent step
     assert float(((y1 - y0) * e).sum().detach()) < 0
+
+
+def test_the_split_read_equals_the_materialised_one():
+    from archlab.ops.cms import fast_mlp_read, fast_mlp_read_split
+    m = meta()
+    delta = {k: 0.1 * torch.randn(B, *v.shape) for k, v in m.items()}
+    n = torch.randn(B, 5, D)
+    full = fast_mlp_read(n, {k: m[k] + delta[k] for k in m})
+    split = fast_mlp_read_split(n, m, delta)
+    for a, b in zip(full, split, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast_mlp_read_split(n, m, None)[0], fast_mlp_read(n, expand(m))[0])

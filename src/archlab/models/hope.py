@@ -52,7 +52,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 
 from archlab.nn.cache import cache_length, states_of
-from archlab.ops.cms import PARAMS, chunk_bounds, fast_mlp_grads, fast_mlp_read
+from archlab.ops.cms import PARAMS, chunk_bounds, fast_mlp_grads, fast_mlp_read_split
 
 BLOCK_TYPES = ("transformer", "hope_attention", "hope_hybrid", "titan", "hope_selfmod")
 SELFMOD_MODES = ("learned", "frozen", "none")
@@ -222,9 +222,14 @@ class FastMLP(nn.Module):
             out[k] = meta.unsqueeze(0).expand(batch, *meta.shape) + (delta if delta is not None else 0)
         return out
 
+    def deltas(self, st: LayerState) -> dict[str, torch.Tensor] | None:
+        if f"{self.name}.d.W1" not in st.values:
+            return None
+        return {k: st.values[f"{self.name}.d.{k}"] for k in PARAMS}
+
     def read(self, n: torch.Tensor, st: LayerState) -> torch.Tensor:
-        w = self.weights(st, n.shape[0])
-        y, z, h = fast_mlp_read(n, w)
+        meta = {k: getattr(self, k) for k in PARAMS}
+        y, z, h = fast_mlp_read_split(n, meta, self.deltas(st))
         st.add_feature(f"{self.name}.n", n)
         st.add_feature(f"{self.name}.z", z)
         st.add_feature(f"{self.name}.h", h)
@@ -236,8 +241,9 @@ class FastMLP(nn.Module):
         n, z, h = (st.take_features(f"{self.name}.{k}") for k in "nzh")
         if n is None:
             return
-        w2 = self.weights(st, n.shape[0])["W2"]
-        grads = fast_mlp_grads(n, z, h, w2, e.to(n.dtype))
+        delta = self.deltas(st)
+        w2 = self.W2.detach().unsqueeze(0) + (delta["W2"].detach() if delta is not None else 0)
+        grads = fast_mlp_grads(n, z, h, w2.expand(n.shape[0], -1, -1), e.to(n.dtype))
         for k in PARAMS:
             key = f"{self.name}.p.{k}"
             st.values[key] = st.values[key] + grads[k] if key in st.values else grads[k]
@@ -598,26 +604,30 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
             tail = attention_mask[:, -t:]
             targets = targets.masked_fill(tail == 0, -100)
         chunk = self.config.online_chunk if self.has_fast_state else max(t, 1)
+        # embedding and head run once over the whole call: per-chunk calls would each make a dense
+        # vocabulary-sized weight gradient; the teach signal reads detached per-chunk logits
+        embeds = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         outs = []
         for start, end in chunk_bounds(position, t, chunk):
             pos = position + start
             if self.has_fast_state and pos % chunk == 0 and teach.get("logits"):
                 self._flush(states, teach, targets[:, start], pos)
-            x = self.model.embed_tokens(input_ids[:, start:end]) if inputs_embeds is None else \
-                inputs_embeds[:, start:end]
+            x = embeds[:, start:end]
             for layer, st in zip(self.model.layers, states, strict=True):
                 x = layer(x, st, work, pos, key_mask)
-            logits = self.lm_head(self.model.norm(x))
-            outs.append(logits)
+            x = self.model.norm(x)
+            outs.append(x)
             if self.has_fast_state:
-                teach.setdefault("logits", []).append(logits.detach())
+                with torch.no_grad():
+                    teach.setdefault("logits", []).append(self.lm_head(x.detach()))
                 teach.setdefault("labels", []).append(targets[:, start:end])
         if use_cache:
             self._save(work, states, teach, t)
         self._last_states = (states, teach, position + t) if getattr(self, "_keep_states", False) else None
-        logits = torch.cat(outs, 1)
+        hidden = torch.cat(outs, 1)
         if logits_to_keep:
-            logits = logits[:, -logits_to_keep:]
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)

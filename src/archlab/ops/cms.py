@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FastState", "fast_mlp_chunked", "fast_mlp_grads", "fast_mlp_read", "fast_mlp_reference", "gelu_grad"]
+__all__ = ["FastState", "fast_mlp_chunked", "fast_mlp_grads", "fast_mlp_read", "fast_mlp_read_split",
+           "fast_mlp_reference", "gelu_grad"]
 
 PARAMS = ("W1", "b1", "W2", "b2")
 
@@ -43,6 +44,23 @@ def fast_mlp_read(n: torch.Tensor, w: dict[str, torch.Tensor]) -> tuple[torch.Te
     z = torch.baddbmm(w["b1"].unsqueeze(1), n, w["W1"].transpose(1, 2))
     h = F.gelu(z)
     y = torch.baddbmm(w["b2"].unsqueeze(1), h, w["W2"].transpose(1, 2))
+    return y, z, h
+
+
+def fast_mlp_read_split(n: torch.Tensor, meta: dict[str, torch.Tensor],
+                        delta: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`fast_mlp_read` with weights ``meta [H, D] (shared) + delta [B, H, D]`` never materialised per batch.
+
+    One matmul with the shared meta weights (its gradient is one reduction, not one per context) plus a batched
+    matmul with the per-context deltas; ``delta=None`` is a context with no write yet.
+    """
+    z = F.linear(n, meta["W1"], meta["b1"])
+    if delta is not None:
+        z = torch.baddbmm(z + delta["b1"].unsqueeze(1), n, delta["W1"].transpose(1, 2))
+    h = F.gelu(z)
+    y = F.linear(h, meta["W2"], meta["b2"])
+    if delta is not None:
+        y = torch.baddbmm(y + delta["b2"].unsqueeze(1), h, delta["W2"].transpose(1, 2))
     return y, z, h
 
 

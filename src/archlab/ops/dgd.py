@@ -55,5 +55,5 @@ def dgd_chunked(W1, W2, k, u, e, s, eta, alpha, precond: bool = True):
     kk = k[:, :, None]
     _, S = delta_rule_chunk(kk, kk, (-alpha[..., None] * u)[:, :, None], (eta / alpha)[:, :, None],
                             g_BTH=torch.log(alpha)[:, :, None], initial_state_BHKV=W2.transpose(1, 2)[:, None],
-                            output_final_state=True, chunk_size=64)
+                            output_final_state=True, chunk_size=max(8, min(64, k.shape[1])))
     return W1, S[:, 0].transpose(1, 2)
