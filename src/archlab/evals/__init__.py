@@ -11,6 +11,7 @@ from archlab.evals import (  # noqa: F401  (registers the built-in evals)
     continual,
     duo_predict,
     generate_samples,
+    inner_updates,
     long_ppl,
     loss,
     masked_loss,

@@ -58,3 +58,27 @@ ARCHITECTURES.register(
     help="LSTM language model (nn.LSTM; state in the Cache): seed 002's recurrent baseline",
 )
 __all__ += ["LSTMLMConfig", "LSTMLMForCausalLM"]
+
+# seed 003: HOPE / Nested Learning (CMS, Titans memory, self-modifier), the TITAN baseline (archlab.models.hope)
+from archlab.models.hope import HopeConfig, HopeForCausalLM  # noqa: E402
+
+AutoConfig.register(HopeConfig.model_type, HopeConfig, exist_ok=True)
+AutoModelForCausalLM.register(HopeConfig, HopeForCausalLM, exist_ok=True)
+_HOPE_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, cms_periods=[2, 4], titan_period=2,
+                  cms_hidden_multiplier=2, titan_hidden_multiplier=2, cms_lr=0.05, titan_lr=0.05, teach_scale=1.0,
+                  qk_l2_norm=True, attn_conv_size=4, eos_token_id=None)
+ARCHITECTURES.register("hope", Architecture(HopeConfig, HopeForCausalLM, tiny_config=dict(_HOPE_TINY)),
+                       help="seed 003 HOPE hybrid: NoPE post-norm attention -> Titans memory -> CMS (online teach signal)")
+ARCHITECTURES.register("hope_attention",
+                       Architecture(HopeConfig, HopeForCausalLM, tiny_config=dict(_HOPE_TINY, block_type="hope_attention")),
+                       help="seed 003 HOPE-attention: attention -> CMS")
+ARCHITECTURES.register("titan",
+                       Architecture(HopeConfig, HopeForCausalLM, tiny_config=dict(_HOPE_TINY, block_type="titan")),
+                       help="seed 003 TITAN baseline: LayerNorm(a + TitanMemory(a)), no CMS")
+__all__ += ["HopeConfig", "HopeForCausalLM"]
+ARCHITECTURES.register("hope_selfmod",
+                       Architecture(HopeConfig, HopeForCausalLM,
+                                    tiny_config=dict(_HOPE_TINY, block_type="hope_selfmod", selfmod_chunk_size=2,
+                                                     selfmod_chunk_size_memory=4, selfmod_lr=0.5,
+                                                     selfmod_momentum=0.5)),
+                       help="seed 003 HOPE: self-modifying Titans (six DGD-written memories) -> CMS, no attention")

@@ -60,8 +60,10 @@ class TrainConfig(Config):
     warmup_steps: int = Field(0, ge=0, description="warmup steps (overrides warmup_ratio when > 0)")
     num_train_epochs: float = Field(1.0, gt=0, description="epochs over the training split (when max_steps <= 0)")
     max_steps: int = Field(-1, description="optimizer steps; overrides num_train_epochs when > 0")
-    optim: Literal["adamw", "adamw_torch", "adamw_torch_fused", "muon"] = Field(
-        "adamw", description="adamw, or muon: torch.optim.Muon on 2-D hidden weights + AdamW on the rest"
+    optim: Literal["adamw", "adamw_torch", "adamw_torch_fused", "muon", "muon_full", "m3"] = Field(
+        "adamw", description="adamw, or muon: torch.optim.Muon on 2-D hidden weights + AdamW on the rest; "
+        "muon_full: Muon on every 2-D weight (embeddings and head too); m3: multi-scale momentum Muon "
+        "(archlab.train.m3) on the 2-D hidden weights + AdamW on the rest"
     )
     weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay (not applied to norms and biases)")
     adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1")
@@ -73,6 +75,9 @@ class TrainConfig(Config):
         None, ge=0, description="decoupled weight decay of the Muon part; None: weight_decay * learning_rate / "
         "muon_learning_rate, so a Muon matrix shrinks by the same factor per step as an AdamW one (each optimizer "
         "multiplies the decay by its own lr)")
+    m3_slow_every: int = Field(8, ge=1, description="m3: steps between updates of the slow momentum")
+    m3_slow_weight: float = Field(1.0, ge=0, description="m3: weight of the orthogonalised slow momentum")
+    m3_slow_beta: float = Field(0.9, ge=0, lt=1, description="m3: decay of the slow momentum (per slow update)")
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm (0 disables)")
     logging_steps: int = Field(10, ge=1, description="log loss, lr, grad norm, tokens/s, memory every N steps")
     eval_steps: int = Field(0, ge=0, description="validation loss every N steps (0: only at the end)")

@@ -333,6 +333,9 @@ class Trainer:
         }
         if self.state.skipped_steps:
             record["skipped_steps"] = self.state.skipped_steps
+        telemetry = getattr(self.unwrapped, "inner_telemetry", None)
+        if callable(telemetry):  # test-time-learning models (HOPE): gate hits and fast writes of this window
+            record.update(telemetry(reset=True))
         self.metrics.append(record)
         self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=self.state.step)
         self._emit("on_log", record)

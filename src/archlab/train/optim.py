@@ -74,13 +74,22 @@ class HybridOptimizer(torch.optim.Optimizer):
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     device = named[0][1].device if named else torch.device("cpu")
-    if cfg.optim != "muon":
+    if cfg.optim not in ("muon", "muon_full", "m3"):
         return _adamw(_decay_groups(named, cfg.weight_decay, cfg.learning_rate), cfg, device)
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    muon_params = [p for n, p in named if is_muon_param(n, p, embeddings)]
-    rest = [(n, p) for n, p in named if not is_muon_param(n, p, embeddings)]
+    if cfg.optim == "muon_full":  # seed 003's "Force Muon everywhere": embeddings and head too
+        embeddings = set()
+    muon_params = [p for n, p in named if is_muon_param(n, p, embeddings) or
+                   (cfg.optim == "muon_full" and p.ndim == 2)]
+    muon_ids = {id(p) for p in muon_params}
+    rest = [(n, p) for n, p in named if id(p) not in muon_ids]
     optimizers: list[torch.optim.Optimizer] = []
-    if muon_params:
+    if muon_params and cfg.optim == "m3":
+        from archlab.train.m3 import M3
+        optimizers.append(M3(muon_params, lr=cfg.muon_learning_rate, momentum=cfg.muon_momentum,
+                             weight_decay=cfg.resolved_muon_weight_decay, slow_every=cfg.m3_slow_every,
+                             slow_weight=cfg.m3_slow_weight, slow_beta=cfg.m3_slow_beta))
+    elif muon_params:
         optimizers.append(
             torch.optim.Muon(
                 muon_params, lr=cfg.muon_learning_rate, weight_decay=cfg.resolved_muon_weight_decay,

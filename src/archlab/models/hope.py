@@ -1,0 +1,659 @@
+"""HOPE / Nested Learning (seed 003): NoPE post-norm backbone with continuum memory (CMS) and Titans memories.
+
+Backbone as the seed's: token embedding without positions, blocks, final LayerNorm, head tied to the
+embedding. ``block_type``:
+
+- ``transformer``:    a = LN(x + Attn(x)); y = LN(a + MLP(a))                   (no inner updates)
+- ``hope_attention``: y = CMS(Attn(x))                                          (paper "HOPE-attention")
+- ``hope_hybrid``:    a = Attn(x); m = TitanMemory(a); y = CMS(a + m)           (the seed's pilot)
+- ``titan``:          a = Attn(x); y = LN(a + TitanMemory(a))                    (the TITAN baseline, no CMS)
+- ``hope_selfmod``:   y = CMS(SelfModTitans(x))                                  (no softmax attention)
+
+Attention is causal SDPA with post-norm, optional L2-normalised q/k and an optional causal depthwise conv
+before the projections. CMS is a chain of residual levels ``y <- y + FastMLP_l(LN_l(y))``; level l is
+written every ``cms_periods[l]`` tokens (``archlab.ops.cms``).
+
+**Online teach signal, one contract for training, evaluation and decoding.** The sequence is processed in
+model chunks of ``online_chunk`` tokens at absolute positions (every period is a multiple of it). After a
+chunk, its teach signal ``delta_t = dCE_t/dh_t`` at the head input (through the tied head, per token: the
+gradient of the *summed*, not mean, loss) is computed once the next token is known, scaled by the scheduled
+``teach_scale``, gated (token t writes only if ``||dCE_t/dh_t|| >= surprise_threshold``) and clipped per
+token to ``teach_clip``; every fast memory adds the chunk's per-token gradient steps toward
+``stopgrad(pred - delta)`` and writes at its period boundary. The targets are the next *input* tokens
+(or ``labels`` where given: -100 writes nothing), so the forward needs no labels, is causal (a write that
+used token t+1 reaches positions > t only) and is the same in training, scoring and ``generate``: a cached
+decode continues the fast state exactly (the generic tests hold cached decoding equal to the full forward).
+Writes never touch the meta parameters: they are per-context deltas kept in the HF ``Cache``
+(``archlab.nn.cache.states_of``), and a read uses ``meta + delta`` so the meta-initialisation gets the outer
+gradient (the seed's "fast + (meta - stopgrad(meta))").
+
+**SelfModifier.** In hybrid/TITAN blocks the Titans memory writes the error ``delta + s`` with
+``s = SelfModifier([a; m; delta])``. ``selfmod: learned`` (default) keeps ``s`` in the graph, so the
+self-modifier learns through the effect of its writes on later tokens' loss. The public code's
+self-modifier never receives a gradient (its output only enters a detached target): ``selfmod: frozen``
+reproduces that (output detached, parameters stay at their initialisation); ``selfmod: none`` writes the
+teach signal alone ("teach-only").
+
+**Test-time memorization** (``archlab.evals.lib.memorize``): ``memorize(ids)`` runs the forward over context
+tokens only, flushes the open chunks and keeps the resulting fast deltas as the model's memory; later
+forwards (and ``generate``) start from it; ``reset_memory()`` forgets it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils.deprecation import deprecate_kwarg
+
+from archlab.nn.cache import cache_length, states_of
+from archlab.ops.cms import PARAMS, chunk_bounds, fast_mlp_grads, fast_mlp_read_split
+
+BLOCK_TYPES = ("transformer", "hope_attention", "hope_hybrid", "titan", "hope_selfmod")
+SELFMOD_MODES = ("learned", "frozen", "none")
+TELEMETRY = ("gate_tokens", "gate_hit", "updates_applied", "updates_blocked")
+
+
+class HopeConfig(PretrainedConfig):
+    """Configuration of :class:`HopeForCausalLM` (the seed's ``model.*`` keys where one exists)."""
+
+    model_type = "archlab_hope"
+    keys_to_ignore_at_inference = ["cache"]
+
+    def __init__(
+        self,
+        vocab_size: int = 8192,
+        hidden_size: int = 256,
+        num_hidden_layers: int = 4,
+        num_attention_heads: int = 4,
+        block_type: str = "hope_hybrid",
+        qk_l2_norm: bool = False,
+        attn_conv_size: int = 0,
+        mlp_multiplier: int = 4,
+        cms_periods: list[int] | None = None,
+        cms_hidden_multiplier: int = 4,
+        cms_lr: float = 3e-4,
+        cms_level_scales: list[float] | None = None,
+        titan_period: int | None = None,
+        titan_hidden_multiplier: int = 4,
+        titan_lr: float = 6e-4,
+        selfmod: str = "learned",
+        selfmod_hidden_multiplier: int = 1,
+        selfmod_chunk_size: int = 8,
+        selfmod_chunk_size_memory: int = 64,
+        selfmod_lr: float = 1e-3,
+        selfmod_use_alpha: bool = True,
+        selfmod_rank1_precond: bool = True,
+        selfmod_momentum: float = 0.0,
+        teach_scale: float = 0.1,
+        teach_clip: float = 5.0,
+        surprise_threshold: float = 0.0,
+        online_chunk: int | None = None,
+        max_position_embeddings: int = 1 << 20,
+        norm_eps: float = 1e-5,
+        initializer_range: float = 0.02,
+        tie_word_embeddings: bool = True,
+        bos_token_id: int | None = None,
+        eos_token_id: int | None = 0,
+        pad_token_id: int | None = None,
+        **kwargs: Any,
+    ):
+        if block_type not in BLOCK_TYPES:
+            raise ValueError(f"block_type '{block_type}' unknown; use one of {', '.join(BLOCK_TYPES)}")
+        if selfmod not in SELFMOD_MODES:
+            raise ValueError(f"selfmod '{selfmod}' unknown; use one of {', '.join(SELFMOD_MODES)}")
+        if hidden_size % num_attention_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
+        if not tie_word_embeddings:
+            raise ValueError("tie_word_embeddings must be true: the teach signal is taken through the tied head")
+        kwargs.pop("layer_types", None)  # derived below
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.block_type = block_type
+        self.qk_l2_norm = qk_l2_norm
+        self.attn_conv_size = attn_conv_size
+        self.mlp_multiplier = mlp_multiplier
+        self.cms_periods = list(cms_periods) if cms_periods is not None else [1, 4, 32, 128]
+        self.cms_hidden_multiplier = cms_hidden_multiplier
+        self.cms_lr = cms_lr
+        self.cms_level_scales = list(cms_level_scales) if cms_level_scales else None
+        self.titan_period = titan_period
+        self.titan_hidden_multiplier = titan_hidden_multiplier
+        self.titan_lr = titan_lr
+        self.selfmod = selfmod
+        self.selfmod_hidden_multiplier = selfmod_hidden_multiplier
+        self.selfmod_chunk_size = selfmod_chunk_size
+        self.selfmod_chunk_size_memory = selfmod_chunk_size_memory
+        self.selfmod_lr = selfmod_lr
+        self.selfmod_use_alpha = selfmod_use_alpha
+        self.selfmod_rank1_precond = selfmod_rank1_precond
+        self.selfmod_momentum = selfmod_momentum
+        self.teach_scale = teach_scale
+        self.teach_clip = teach_clip
+        self.surprise_threshold = surprise_threshold
+        self.max_position_embeddings = max_position_embeddings
+        self.norm_eps = norm_eps
+        self.initializer_range = initializer_range
+        periods = self.fast_periods()
+        if any(p < 1 for p in periods):
+            raise ValueError(f"update periods must be >= 1, got {periods}")
+        if self.cms_level_scales is not None and len(self.cms_level_scales) != len(self.cms_periods):
+            raise ValueError(f"cms_level_scales has {len(self.cms_level_scales)} entries for "
+                             f"{len(self.cms_periods)} CMS levels")
+        self.online_chunk = online_chunk if online_chunk is not None else (min(periods) if periods else None)
+        if periods and (self.online_chunk < 1 or any(p % self.online_chunk for p in periods)):
+            raise ValueError(f"online_chunk {self.online_chunk} must divide every update period {sorted(set(periods))}"
+                             f" (a write can reach only later model chunks); set online_chunk to their gcd")
+        self.layer_types = ["linear_attention" if block_type == "hope_selfmod" else "full_attention"] * num_hidden_layers
+        super().__init__(tie_word_embeddings=tie_word_embeddings, bos_token_id=bos_token_id,
+                         eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+
+    def uses_cms(self) -> bool:
+        return self.block_type in ("hope_attention", "hope_hybrid", "hope_selfmod") and bool(self.cms_periods)
+
+    def uses_titan(self) -> bool:
+        return self.block_type in ("hope_hybrid", "titan")
+
+    def fast_periods(self) -> list[int]:
+        periods = list(self.cms_periods) if self.uses_cms() else []
+        if self.uses_titan():
+            periods.append(self.titan_period or (min(self.cms_periods) if self.uses_cms() else 16))
+        if self.block_type == "hope_selfmod":
+            periods += [self.selfmod_chunk_size, self.selfmod_chunk_size_memory]
+        return periods
+
+
+# ------------------------------------------------------------------------------------------------ parts
+class LayerState:
+    """What one layer carries across model chunks inside a call (with its graph) and across calls (in the Cache)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, torch.Tensor] = {}       # fast deltas, open gradient sums, conv window
+        self.features: dict[str, list[torch.Tensor]] = {}  # read features of tokens whose teach signal is pending
+
+    def add_feature(self, name: str, value: torch.Tensor) -> None:
+        self.features.setdefault(name, []).append(value.detach())
+
+    def take_features(self, name: str) -> torch.Tensor | None:
+        parts = self.features.pop(name, None)
+        return torch.cat(parts, 1) if parts else None
+
+    def load(self, holder) -> None:
+        for key, value in holder.states.items():
+            if key.startswith("f:"):
+                self.features[key[2:]] = [value]
+            elif not key.startswith("teach:"):
+                self.values[key] = value
+
+    def save(self, holder) -> None:
+        for key in [k for k in holder.states if not k.startswith("teach:")]:
+            holder.set(key, None)
+        for key, value in self.values.items():
+            holder.set(key, value)
+        for key, parts in self.features.items():
+            if parts:
+                holder.set("f:" + key, torch.cat(parts, 1))
+
+
+class FastMLP(nn.Module):
+    """A fast-weight MLP memory (``archlab.ops.cms``): meta weights here, per-context deltas in a LayerState."""
+
+    def __init__(self, name: str, dim: int, hidden: int, period: int, lr: float):
+        super().__init__()
+        self.name, self.period, self.lr = name, period, lr
+        self.W1 = nn.Parameter(torch.empty(hidden, dim))
+        self.b1 = nn.Parameter(torch.zeros(hidden))
+        self.W2 = nn.Parameter(torch.empty(dim, hidden))
+        self.b2 = nn.Parameter(torch.zeros(dim))
+
+    def weights(self, st: LayerState, batch: int) -> dict[str, torch.Tensor]:
+        """meta + delta: the delta carries no graph to the meta weights (the straight-through read)."""
+        out = {}
+        for k in PARAMS:
+            meta = getattr(self, k)
+            delta = st.values.get(f"{self.name}.d.{k}")
+            out[k] = meta.unsqueeze(0).expand(batch, *meta.shape) + (delta if delta is not None else 0)
+        return out
+
+    def deltas(self, st: LayerState) -> dict[str, torch.Tensor] | None:
+        if f"{self.name}.d.W1" not in st.values:
+            return None
+        return {k: st.values[f"{self.name}.d.{k}"] for k in PARAMS}
+
+    def read(self, n: torch.Tensor, st: LayerState) -> torch.Tensor:
+        meta = {k: getattr(self, k) for k in PARAMS}
+        y, z, h = fast_mlp_read_split(n, meta, self.deltas(st))
+        st.add_feature(f"{self.name}.n", n)
+        st.add_feature(f"{self.name}.z", z)
+        st.add_feature(f"{self.name}.h", h)
+        return y
+
+    def write(self, st: LayerState, e: torch.Tensor, position: int, telemetry: dict[str, torch.Tensor],
+              flush: bool = False) -> None:
+        """Add the pending tokens' gradient steps for error ``e``; write at a period boundary (or when flushing)."""
+        n, z, h = (st.take_features(f"{self.name}.{k}") for k in "nzh")
+        if n is None:
+            return
+        delta = self.deltas(st)
+        w2 = self.W2.detach().unsqueeze(0) + (delta["W2"].detach() if delta is not None else 0)
+        grads = fast_mlp_grads(n, z, h, w2.expand(n.shape[0], -1, -1), e.to(n.dtype))
+        for k in PARAMS:
+            key = f"{self.name}.p.{k}"
+            st.values[key] = st.values[key] + grads[k] if key in st.values else grads[k]
+        if position % self.period == 0 or flush:
+            pending = {k: st.values.pop(f"{self.name}.p.{k}") for k in PARAMS}
+            written = pending["W2"].detach().flatten(1).abs().sum(1) > 0
+            telemetry["updates_applied"] += written.sum()
+            telemetry["updates_blocked"] += (~written).sum()
+            for k in PARAMS:
+                key = f"{self.name}.d.{k}"
+                step = -self.lr * pending[k]
+                st.values[key] = st.values[key] + step if key in st.values else step
+
+
+class Attention(nn.Module):
+    """Causal multi-head attention without positions, post-norm (LN(x + attn(x))), optional conv and q/k L2 norm."""
+
+    def __init__(self, config: HopeConfig, layer_idx: int):
+        super().__init__()
+        d = config.hidden_size
+        self.layer_idx = layer_idx
+        self.heads = config.num_attention_heads
+        self.qk_l2_norm = config.qk_l2_norm
+        self.conv_size = config.attn_conv_size
+        self.conv = (nn.Conv1d(d, d, config.attn_conv_size, groups=d, bias=True) if config.attn_conv_size > 1
+                     else None)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.norm = nn.LayerNorm(d, eps=config.norm_eps)
+
+    def forward(self, x: torch.Tensor, st: LayerState, cache: Cache, position: int,
+                key_mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, d = x.shape
+        u = x
+        if self.conv is not None:  # causal depthwise conv over the inputs; the window is carried across chunks
+            prev = st.values.get("conv")
+            prev = prev if prev is not None else x.new_zeros(b, self.conv_size - 1, d)
+            padded = torch.cat([prev, x], 1)
+            st.values["conv"] = padded[:, -(self.conv_size - 1):]
+            u = self.conv(padded.transpose(1, 2)).transpose(1, 2)
+        q, k, v = self.qkv(u).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        scale = None
+        if self.qk_l2_norm:
+            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+            scale = float(q.shape[-1]) ** 0.5  # cosine logits in [-sqrt(d), sqrt(d)]
+        k, v = cache.update(k, v, self.layer_idx)
+        s = k.shape[2]
+        qpos = torch.arange(position, position + t, device=x.device)
+        allowed = torch.arange(s, device=x.device)[None, :] <= qpos[:, None]
+        if key_mask is not None:
+            allowed = allowed[None] & key_mask[:, None, :s].bool()
+            allowed = allowed | torch.eye(s, device=x.device, dtype=torch.bool)[-t:][None]  # padded rows: no NaN
+            allowed = allowed[:, None]
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale)
+        return self.norm(x + self.out(o.transpose(1, 2).reshape(b, t, d)))
+
+
+class SelfModifier(nn.Module):
+    """s = MLP([a; m; delta]): a learned per-token correction of the error a Titans memory writes."""
+
+    def __init__(self, dim: int, multiplier: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3 * dim, multiplier * dim), nn.GELU(), nn.Linear(multiplier * dim, dim))
+
+    def forward(self, a: torch.Tensor, m: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([a, m, delta.to(a.dtype)], -1))
+
+
+class TitanMemory(nn.Module):
+    """m = LN(cap(M(a))): a fast MLP dim -> mult*dim -> dim whose per-token output norm is capped at 1.
+
+    The cap applies in training and evaluation alike (the seed capped in training only), so what is
+    evaluated is what was trained.
+    """
+
+    def __init__(self, config: HopeConfig, name: str):
+        super().__init__()
+        d = config.hidden_size
+        period = config.titan_period or (min(config.cms_periods) if config.uses_cms() else 16)
+        self.mem = FastMLP(name, d, config.titan_hidden_multiplier * d, period, config.titan_lr)
+        self.norm = nn.LayerNorm(d, eps=config.norm_eps)
+        self.mode = config.selfmod
+        self.selfmod = SelfModifier(d, config.selfmod_hidden_multiplier) if self.mode != "none" else None
+
+    def forward(self, a: torch.Tensor, st: LayerState) -> torch.Tensor:
+        u = self.mem.read(a, st)
+        u = u / u.norm(dim=-1, keepdim=True).clamp(min=1.0)
+        m = self.norm(u)
+        st.add_feature(self.mem.name + ".a", a)
+        st.add_feature(self.mem.name + ".m", m)
+        return m
+
+    def write(self, st: LayerState, delta: torch.Tensor, writes: torch.Tensor, position: int, telemetry,
+              flush: bool = False) -> None:
+        a, m = st.take_features(self.mem.name + ".a"), st.take_features(self.mem.name + ".m")
+        if a is None:
+            return
+        e = delta
+        if self.selfmod is not None:  # gated-out tokens write nothing, self-modifier correction included
+            s = self.selfmod(a, m, delta) * writes[..., None]
+            e = delta + (s.detach() if self.mode == "frozen" else s)
+        self.mem.write(st, e, position, telemetry, flush)
+
+
+class CMS(nn.Module):
+    """Chain of residual fast-MLP levels y <- y + M_l(LN_l(y)), level l written every ``cms_periods[l]`` tokens."""
+
+    def __init__(self, config: HopeConfig):
+        super().__init__()
+        d = config.hidden_size
+        scales = config.cms_level_scales or [1.0] * len(config.cms_periods)
+        self.levels = nn.ModuleList(
+            FastMLP(f"cms{i}", d, config.cms_hidden_multiplier * d, p, config.cms_lr)
+            for i, p in enumerate(config.cms_periods))
+        self.norms = nn.ModuleList(nn.LayerNorm(d, eps=config.norm_eps) for _ in config.cms_periods)
+        self.scales = scales
+
+    def forward(self, y: torch.Tensor, st: LayerState) -> torch.Tensor:
+        for level, norm in zip(self.levels, self.norms, strict=True):
+            y = y + level.read(norm(y), st)
+        return y
+
+    def write(self, st: LayerState, delta: torch.Tensor, position: int, telemetry, flush: bool = False) -> None:
+        for level, scale in zip(self.levels, self.scales, strict=True):
+            level.write(st, delta * scale, position, telemetry, flush)
+
+
+class HopeBlock(nn.Module):
+    def __init__(self, config: HopeConfig, layer_idx: int):
+        super().__init__()
+        self.kind = config.block_type
+        d = config.hidden_size
+        self.attn = Attention(config, layer_idx) if self.kind != "hope_selfmod" else None
+        self.titan = TitanMemory(config, "titan") if config.uses_titan() else None
+        self.cms = CMS(config) if config.uses_cms() else None
+        if self.kind == "transformer":
+            self.mlp = nn.Sequential(nn.Linear(d, config.mlp_multiplier * d), nn.GELU(),
+                                     nn.Linear(config.mlp_multiplier * d, d))
+        if self.kind in ("transformer", "titan"):
+            self.norm = nn.LayerNorm(d, eps=config.norm_eps)
+        if self.kind == "hope_selfmod":
+            from archlab.models.hope_selfmod import SelfModTitans
+            self.selfmod_titans = SelfModTitans(config)
+
+    def forward(self, x, st: LayerState, cache: Cache, position: int, key_mask) -> torch.Tensor:
+        if self.kind == "hope_selfmod":
+            return self.cms(self.selfmod_titans(x, st, position), st) if self.cms is not None else \
+                self.selfmod_titans(x, st, position)
+        a = self.attn(x, st, cache, position, key_mask)
+        if self.kind == "transformer":
+            return self.norm(a + self.mlp(a))
+        if self.kind == "hope_attention":
+            return self.cms(a, st)
+        if self.kind == "titan":
+            return self.norm(a + self.titan(a, st))
+        return self.cms(a + self.titan(a, st), st)
+
+    def write(self, st: LayerState, delta, writes, position: int, telemetry, flush: bool = False) -> None:
+        if self.kind == "hope_selfmod":
+            self.selfmod_titans.write(st, delta, writes, position, telemetry, flush)
+        if self.titan is not None:
+            self.titan.write(st, delta, writes, position, telemetry, flush)
+        if self.cms is not None:
+            self.cms.write(st, delta, position, telemetry, flush)
+
+
+# ------------------------------------------------------------------------------------------------ models
+class HopePreTrainedModel(PreTrainedModel):
+    config_class = HopeConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["HopeBlock"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv1d)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, FastMLP):
+            nn.init.normal_(module.W1, mean=0.0, std=std)
+            nn.init.normal_(module.W2, mean=0.0, std=std)
+            nn.init.zeros_(module.b1)
+            nn.init.zeros_(module.b2)
+        elif hasattr(module, "reset_fast_parameters"):
+            module.reset_fast_parameters(std)
+
+
+class HopeModel(HopePreTrainedModel):
+    def __init__(self, config: HopeConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(HopeBlock(config, i) for i in range(config.num_hidden_layers))
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+
+class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
+    """The HOPE / TITAN / transformer-baseline language model; see the module docstring for the contract."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    scheduled_attributes = ("teach_scale",)
+
+    def __init__(self, config: HopeConfig):
+        super().__init__(config)
+        self.model = HopeModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.teach_scale = float(config.teach_scale)
+        self._memory: dict[int, dict[str, torch.Tensor]] | None = None
+        self._telemetry: dict[str, torch.Tensor] = {}
+        self.post_init()
+
+    # ------------------------------------------------------------------ HF plumbing
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    @property
+    def has_fast_state(self) -> bool:
+        return bool(self.config.fast_periods())
+
+    # ------------------------------------------------------------------ teach signal
+    def teach_signal(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token ``dCE_t/dh_t`` at the head input (summed loss: no 1/N), and the valid-target mask.
+
+        Tied head: logits = h E^T, so dCE/dh = (softmax(logits) - onehot(target)) E. Targets -100 give 0.
+        """
+        valid = targets != -100
+        p = torch.softmax(logits.float(), -1)
+        p = p - F.one_hot(targets.clamp(min=0), p.shape[-1]).to(p.dtype)
+        delta = (p @ self.lm_head.weight.detach().float()) * valid[..., None]
+        return delta, valid
+
+    def _scaled_teach(self, delta: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gate on the per-token (summed-loss) signal norm, then scale by teach_scale and clip per token.
+
+        Returns the signal and the tokens that write (valid target, through the gate, teach_scale != 0).
+        """
+        norm = delta.norm(dim=-1)
+        gate = norm >= self.config.surprise_threshold
+        tel = self._tel()
+        tel["gate_tokens"] += valid.sum()
+        tel["gate_hit"] += (valid & ~gate).sum()
+        writes = gate & valid & (self.teach_scale != 0)
+        delta = delta * writes[..., None] * self.teach_scale
+        if self.config.teach_clip and self.config.teach_clip > 0:
+            delta = delta * (self.config.teach_clip / delta.norm(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0)
+        return delta, writes
+
+    def _tel(self) -> dict[str, torch.Tensor]:
+        for k in TELEMETRY:
+            if k not in self._telemetry:
+                self._telemetry[k] = torch.zeros((), dtype=torch.long)
+        return self._telemetry
+
+    def inner_telemetry(self, reset: bool = True) -> dict[str, float]:
+        """Counters since the last call: tokens gated, tokens blocked by the gate, fast writes applied/blocked."""
+        tel = {k: int(v) for k, v in self._tel().items()}
+        out: dict[str, float] = {f"inner/{k}": float(v) for k, v in tel.items()}
+        out["inner/gate_hit_rate"] = tel["gate_hit"] / tel["gate_tokens"] if tel["gate_tokens"] else 0.0
+        writes = tel["updates_applied"] + tel["updates_blocked"]
+        out["inner/updates_applied_rate"] = tel["updates_applied"] / writes if writes else 0.0
+        out["inner/teach_scale"] = float(self.teach_scale)
+        if reset:
+            self._telemetry = {}
+        return out
+
+    def _flush(self, states: list[LayerState], teach: dict, next_target: torch.Tensor, position: int,
+               final: bool = False) -> None:
+        """The pending chunk's teach signal is known (its last target is ``next_target``): write every memory."""
+        logits = torch.cat(teach.pop("logits"), 1)
+        own = torch.cat(teach.pop("labels"), 1)
+        targets = torch.cat([own[:, 1:], next_target[:, None]], 1)
+        delta, writes = self._scaled_teach(*self.teach_signal(logits, targets))
+        tel = self._tel()
+        for layer, st in zip(self.model.layers, states, strict=True):
+            layer.write(st, delta, writes, position, tel, flush=final)
+
+    # ------------------------------------------------------------------ state in the cache
+    def _load(self, cache: Cache, fresh: bool, batch: int) -> tuple[list[LayerState], dict]:
+        states = [LayerState() for _ in self.model.layers]
+        teach: dict[str, list[torch.Tensor]] = {}
+        if fresh:
+            if self._memory is not None:  # a fresh context starts from the memorized fast deltas
+                for st, mem in zip(states, self._memory.values(), strict=True):
+                    st.values.update({k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v
+                                      for k, v in mem.items()})
+            return states, teach
+        for i, st in enumerate(states):
+            holder = states_of(cache, i)
+            st.load(holder)
+        holder = states_of(cache, 0)
+        for key in ("logits", "labels"):
+            value = holder.get("teach:" + key)
+            if value is not None:
+                teach[key] = [value]
+        return states, teach
+
+    def _save(self, cache: Cache, states: list[LayerState], teach: dict, added: int) -> None:
+        for i, st in enumerate(states):
+            holder = states_of(cache, i)
+            st.save(holder)
+            if self.config.block_type == "hope_selfmod":
+                holder.seen_tokens += added
+        holder = states_of(cache, 0)
+        for key in ("logits", "labels"):
+            holder.set("teach:" + key, torch.cat(teach[key], 1) if teach.get(key) else None)
+
+    # ------------------------------------------------------------------ forward
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
+        if input_ids is None:
+            raise ValueError("HopeForCausalLM needs input_ids: the teach signal's targets are the next tokens")
+        b, t = input_ids.shape
+        if use_cache is None:
+            use_cache = cache is not None
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        work = cache if use_cache else DynamicCache(config=self.config)
+        position = cache_length(work) if use_cache else 0
+        if self.config.block_type == "hope_selfmod" and use_cache:
+            position = states_of(work, 0).seen_tokens
+        states, teach = self._load(work, fresh=position == 0, batch=b)
+        targets = labels if labels is not None else input_ids
+        key_mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            key_mask = attention_mask
+            tail = attention_mask[:, -t:]
+            targets = targets.masked_fill(tail == 0, -100)
+        chunk = self.config.online_chunk if self.has_fast_state else max(t, 1)
+        # embedding and head run once over the whole call: per-chunk calls would each make a dense
+        # vocabulary-sized weight gradient; the teach signal reads detached per-chunk logits
+        embeds = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        outs = []
+        for start, end in chunk_bounds(position, t, chunk):
+            pos = position + start
+            if self.has_fast_state and pos % chunk == 0 and teach.get("logits"):
+                self._flush(states, teach, targets[:, start], pos)
+            x = embeds[:, start:end]
+            for layer, st in zip(self.model.layers, states, strict=True):
+                x = layer(x, st, work, pos, key_mask)
+            x = self.model.norm(x)
+            outs.append(x)
+            if self.has_fast_state:
+                with torch.no_grad():
+                    teach.setdefault("logits", []).append(self.lm_head(x.detach()))
+                teach.setdefault("labels", []).append(targets[:, start:end])
+        if use_cache:
+            self._save(work, states, teach, t)
+        self._last_states = (states, teach, position + t) if getattr(self, "_keep_states", False) else None
+        hidden = torch.cat(outs, 1)
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
+
+    # ------------------------------------------------------------------ test-time memorization
+    @torch.no_grad()
+    def memorize(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> None:
+        """Write ``input_ids`` (context tokens only) into the fast memory; later forwards start from it.
+
+        Memorizing again continues from the memory. The last token's teach signal needs the token after
+        it, which memorize is never given: it writes nothing. Open chunks are flushed at the end.
+        """
+        if not self.has_fast_state:
+            return
+        self._keep_states = True
+        try:
+            self(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            states, teach, position = self._last_states
+        finally:
+            self._keep_states, self._last_states = False, None
+        if teach.get("logits"):
+            none = torch.full_like(input_ids[:, 0], -100)
+            self._flush(states, teach, none, position, final=True)
+        self._memory = {i: {k: v.detach() for k, v in st.values.items() if ".d." in k}
+                        for i, st in enumerate(states)}
+
+    def reset_memory(self) -> None:
+        self._memory = None

@@ -1,0 +1,147 @@
+"""Fast-weight MLP memories with chunked, teach-signal-driven writes (Nested Learning's CMS, Titans' memory).
+
+A *fast MLP* is ``y = W2 gelu(W1 n + b1) + b2`` whose weights are per context (batch-first: ``W1 [B, H, D]``,
+``b1 [B, H]``, ``W2 [B, D, H]``, ``b2 [B, D]``). It is written by gradient steps on the inner loss
+``1/2 ||y_t - stopgrad(y_t - e_t)||^2`` whose gradient with respect to ``y_t`` is the error ``e_t`` (the teach
+signal delta for a CMS level: the target is ``pred - delta``, a descent direction of the outer loss, not the
+seed era's ``pred + delta``). A level with period ``P`` accumulates, over each chunk of ``P`` tokens (absolute
+positions ``[kP, (k+1)P)``), the **sum** of the per-token gradients taken at the chunk-start weights, and applies
+``W <- W - lr * sum`` at the chunk end; tokens inside a chunk read the chunk-start weights.
+
+Two forms, held equal by ``tests/ops/test_cms.py`` (outputs, final state, gradients, odd lengths, offsets):
+
+- :func:`fast_mlp_reference`: token by token, exactly the definition above;
+- :func:`fast_mlp_chunked`: one batched read and one batched gradient sum per chunk (matmuls over the chunk's
+  tokens, no per-token loop).
+
+Gradients: writes are stop-gradient except through ``e`` (a learned self-modifier can shape the error it
+writes; pass a detached ``e`` for a pure teach-signal write). The weights read at token t are
+``W0 + D_t`` with ``D_t`` the accumulated writes, so ``W0`` (the meta-initialisation, expanded over the batch)
+receives the outer gradient of every read: the straight-through "fast + (meta - stopgrad(meta))".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["FastState", "fast_mlp_chunked", "fast_mlp_grads", "fast_mlp_read", "fast_mlp_read_split",
+           "fast_mlp_reference", "gelu_grad"]
+
+PARAMS = ("W1", "b1", "W2", "b2")
+
+
+def gelu_grad(z: torch.Tensor) -> torch.Tensor:
+    """d gelu(z) / dz of the exact (erf) GELU."""
+    return 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+
+def fast_mlp_read(n: torch.Tensor, w: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(y, z, h)`` of the fast MLP for inputs ``n [B, T, D]`` (z pre-activation, h = gelu(z))."""
+    z = torch.baddbmm(w["b1"].unsqueeze(1), n, w["W1"].transpose(1, 2))
+    h = F.gelu(z)
+    y = torch.baddbmm(w["b2"].unsqueeze(1), h, w["W2"].transpose(1, 2))
+    return y, z, h
+
+
+def fast_mlp_read_split(n: torch.Tensor, meta: dict[str, torch.Tensor],
+                        delta: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`fast_mlp_read` with weights ``meta [H, D] (shared) + delta [B, H, D]`` never materialised per batch.
+
+    One matmul with the shared meta weights (its gradient is one reduction, not one per context) plus a batched
+    matmul with the per-context deltas; ``delta=None`` is a context with no write yet.
+    """
+    z = F.linear(n, meta["W1"], meta["b1"])
+    if delta is not None:
+        z = torch.baddbmm(z + delta["b1"].unsqueeze(1), n, delta["W1"].transpose(1, 2))
+    h = F.gelu(z)
+    y = F.linear(h, meta["W2"], meta["b2"])
+    if delta is not None:
+        y = torch.baddbmm(y + delta["b2"].unsqueeze(1), h, delta["W2"].transpose(1, 2))
+    return y, z, h
+
+
+def fast_mlp_grads(n: torch.Tensor, z: torch.Tensor, h: torch.Tensor, W2: torch.Tensor,
+                   e: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Sum over tokens of the per-token gradients of ``<y_t, e_t>`` (= the inner loss's) w.r.t. the weights.
+
+    ``n, z, h`` come from the read at the same weights (``W2`` among them); ``e [B, T, D]`` is the error.
+    Only ``e`` keeps its graph: the features and ``W2`` are detached (a write is a stop-gradient step).
+    """
+    n, z, h, W2 = n.detach(), z.detach(), h.detach(), W2.detach()
+    gz = torch.bmm(e, W2) * gelu_grad(z)                      # [B, T, H]
+    return {"W1": torch.bmm(gz.transpose(1, 2), n), "b1": gz.sum(1),
+            "W2": torch.bmm(e.transpose(1, 2), h), "b2": e.sum(1)}
+
+
+@dataclass
+class FastState:
+    """Writes so far (``delta``: weights = W0 + delta), the gradient sum of the open chunk, tokens seen."""
+
+    delta: dict[str, torch.Tensor]
+    pending: dict[str, torch.Tensor]
+    position: int = 0
+
+    @classmethod
+    def zeros_like(cls, w0: dict[str, torch.Tensor], position: int = 0) -> FastState:
+        z = {k: torch.zeros_like(v).detach() for k, v in w0.items()}
+        return cls(dict(z), {k: v.clone() for k, v in z.items()}, position)
+
+
+def _weights(w0: dict[str, torch.Tensor], delta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: w0[k] + delta[k] for k in PARAMS}
+
+
+def fast_mlp_reference(n: torch.Tensor, e: torch.Tensor, w0: dict[str, torch.Tensor], period: int, lr: float,
+                       state: FastState | None = None) -> tuple[torch.Tensor, FastState]:
+    """Token-by-token definition: read with the current weights, add the token's gradient, write at chunk ends.
+
+    ``e[:, t]`` must only depend on tokens the caller may let position ``t + 1`` see (the model passes the
+    teach signal of token t, which uses the token t + 1).
+    """
+    state = state or FastState.zeros_like(w0)
+    delta, pending, pos = dict(state.delta), dict(state.pending), state.position
+    outs = []
+    for t in range(n.shape[1]):
+        w = _weights(w0, delta)
+        y, z, h = fast_mlp_read(n[:, t : t + 1], w)
+        outs.append(y)
+        g = fast_mlp_grads(n[:, t : t + 1], z, h, w["W2"], e[:, t : t + 1])
+        pending = {k: pending[k] + g[k] for k in PARAMS}
+        pos += 1
+        if pos % period == 0:
+            delta = {k: delta[k] - lr * pending[k] for k in PARAMS}
+            pending = {k: torch.zeros_like(v) for k, v in pending.items()}
+    return torch.cat(outs, 1), FastState(delta, pending, pos)
+
+
+def chunk_bounds(position: int, length: int, period: int) -> list[tuple[int, int]]:
+    """``[start, end)`` pieces of ``length`` tokens starting at absolute ``position``, cut at multiples of period."""
+    out, start = [], 0
+    while start < length:
+        end = min(length, start + period - (position + start) % period)
+        out.append((start, end))
+        start = end
+    return out
+
+
+def fast_mlp_chunked(n: torch.Tensor, e: torch.Tensor, w0: dict[str, torch.Tensor], period: int, lr: float,
+                     state: FastState | None = None) -> tuple[torch.Tensor, FastState]:
+    """Same as :func:`fast_mlp_reference`, one batched read and gradient sum per chunk."""
+    state = state or FastState.zeros_like(w0)
+    delta, pending, pos = dict(state.delta), dict(state.pending), state.position
+    outs = []
+    for start, end in chunk_bounds(pos, n.shape[1], period):
+        w = _weights(w0, delta)
+        y, z, h = fast_mlp_read(n[:, start:end], w)
+        outs.append(y)
+        g = fast_mlp_grads(n[:, start:end], z, h, w["W2"], e[:, start:end])
+        pending = {k: pending[k] + g[k] for k in PARAMS}
+        pos += end - start
+        if pos % period == 0:
+            delta = {k: delta[k] - lr * pending[k] for k in PARAMS}
+            pending = {k: torch.zeros_like(v) for k, v in pending.items()}
+    return torch.cat(outs, 1), FastState(delta, pending, pos)

@@ -1,0 +1,98 @@
+"""HOPE / TITAN (seed 003): teach signal, writes, self-modifier gradients, gate telemetry, memorization."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tests.models import generic
+
+from archlab.models import ARCHITECTURES, HopeConfig, HopeForCausalLM
+
+VOCAB = 64
+
+
+def build(name: str = "hope", **over) -> HopeForCausalLM:
+    arch = ARCHITECTURES.get(name)
+    torch.manual_seed(0)
+    return HopeForCausalLM(HopeConfig(vocab_size=VOCAB, **{**arch.tiny_config, **over})).eval()
+
+
+def test_teach_signal_equals_autograd_through_the_tied_head():
+    model = build()
+    h = torch.randn(2, 7, 32, requires_grad=True)
+    targets = torch.randint(0, VOCAB, (2, 7))
+    targets[0, 3] = -100
+    logits = model.lm_head(h)
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
+    (expected,) = torch.autograd.grad(loss, h)
+    delta, valid = model.teach_signal(logits.detach(), targets)
+    torch.testing.assert_close(delta, expected, atol=1e-5, rtol=1e-5)
+    assert not valid[0, 3] and valid.sum() == 13
+
+
+def test_writes_change_later_outputs_only_and_leave_meta_weights_untouched():
+    x = generic.tokens(VOCAB)
+    on, off = build(), build(teach_scale=0.0)
+    before = {n: p.clone() for n, p in on.named_parameters()}
+    with torch.no_grad():
+        a, b = on(input_ids=x).logits, off(input_ids=x).logits
+    # the first write (period 2) lands after the chunk [0, 2) is known, i.e. from position 2 on
+    torch.testing.assert_close(a[:, :2], b[:, :2])
+    assert not torch.allclose(a[:, 3:], b[:, 3:])
+    assert all(torch.equal(p, before[n]) for n, p in on.named_parameters())
+
+
+@pytest.mark.parametrize("mode,learns", [("learned", True), ("frozen", False)])
+def test_the_self_modifier_receives_gradients_unless_frozen_as_in_the_seed(mode, learns):
+    model = build(selfmod=mode).train()
+    x = generic.tokens(VOCAB)
+    model(input_ids=x, labels=x).loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if "selfmod" in n]
+    assert grads
+    got = any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert got == learns
+
+
+def test_teach_only_has_no_self_modifier():
+    assert not any("selfmod" in n for n, _ in build(selfmod="none").named_parameters())
+
+
+def test_a_gate_that_blocks_everything_says_so_in_the_telemetry():
+    model = build(surprise_threshold=1e9)
+    with torch.no_grad():
+        model(input_ids=generic.tokens(VOCAB))
+    tel = model.inner_telemetry()
+    assert tel["inner/gate_tokens"] > 0 and tel["inner/gate_hit_rate"] == 1.0
+    assert tel["inner/updates_applied"] == 0 and tel["inner/updates_blocked"] > 0
+    open_gate = build()
+    with torch.no_grad():
+        open_gate(input_ids=generic.tokens(VOCAB))
+    tel = open_gate.inner_telemetry()
+    assert tel["inner/gate_hit_rate"] == 0.0 and tel["inner/updates_applied"] > 0
+    assert open_gate.inner_telemetry()["inner/gate_tokens"] == 0  # read resets
+
+
+def test_memorize_changes_what_follows_and_reset_forgets():
+    model = build()
+    ctx, query = generic.tokens(VOCAB, batch=1, length=12, seed=3), generic.tokens(VOCAB, batch=1, length=6, seed=4)
+    with torch.no_grad():
+        plain = model(input_ids=query).logits
+        model.memorize(ctx, torch.ones_like(ctx))
+        after = model(input_ids=query).logits
+        model.reset_memory()
+        again = model(input_ids=query).logits
+    assert not torch.allclose(plain, after)
+    torch.testing.assert_close(plain, again)
+
+
+def test_the_transformer_block_type_is_a_plain_causal_decoder():
+    model = build(block_type="transformer")
+    assert not model.has_fast_state
+    generic.check_causal(model, VOCAB)
+    generic.check_cached_decoding(model, VOCAB)
+
+
+def test_periods_must_be_multiples_of_the_online_chunk():
+    with pytest.raises(ValueError, match="online_chunk"):
+        HopeConfig(cms_periods=[4, 6], online_chunk=4)
