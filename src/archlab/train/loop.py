@@ -34,6 +34,7 @@ from archlab.rundir import RunDir
 from archlab.train import checkpoint as ckpt
 from archlab.train.callbacks import Callback
 from archlab.train.config import TrainConfig
+from archlab.train.distributed import NoMetrics, cpu_ddp_if_no_accelerator
 from archlab.train.objectives import causal_lm_sum, scored_tokens, token_weight
 from archlab.train.optim import build_optimizer
 from archlab.train.schedules import build_schedule, evaluation_values, set_model_attribute
@@ -90,11 +91,14 @@ class Trainer:
         self.callbacks = list(callbacks)
         mixed = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "no"
         _check_trackers(cfg.report_to)
+        cpu_ddp_if_no_accelerator()
         self.accelerator = accelerator or Accelerator(
             mixed_precision=mixed, log_with=cfg.report_to or None, project_dir=str(self.run_dir)
         )
         run = RunDir(self.run_dir)
         self.metrics, self.checkpoint_dir = run.metrics, run.checkpoints
+        if not self.accelerator.is_main_process:  # rank 0 owns the run folder; other ranks log nothing
+            self.metrics = NoMetrics()
         apply_trainable(model, cfg.trainable)
         if cfg.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable()
