@@ -68,6 +68,10 @@ def run(
     cpus_per_run: Annotated[float, typer.Option(help="ray: CPUs requested per run")] = 1,
     gpus_per_run: Annotated[float, typer.Option(help="ray: GPUs requested per run")] = 0,
     max_runs: MaxRunsOpt = None,
+    workers: Annotated[int, typer.Option(min=1, help="local: runs at once, each in its own process with "
+                                         "cores/N torch threads (default 1: one after another in this process)")] = 1,
+    gpus: Annotated[str | None, typer.Option(help="local: GPU indices to share out, e.g. 0,1,2,3; each run gets "
+                                             "resources.gpus of them (default 1) via CUDA_VISIBLE_DEVICES")] = None,
 ) -> None:
     """Train and evaluate every run of a plan (skipping done ones, resuming unfinished), then report."""
     from archlab.plan import RunStore
@@ -80,7 +84,11 @@ def run(
     if not chosen:
         raise ArchlabError(f"--only '{only}' matches none of the {len(specs)} run ids (see archlab plan {plan_path})")
     console.print(f"[bold]{plan.name}[/bold]: {len(chosen)} run(s) -> {store.root}")
-    if executor == "local":
+    if executor == "local" and (workers > 1 or gpus is not None):
+        from archlab.plan.pool import parse_gpus, run_pool
+
+        outcomes = run_pool(chosen, store, console, workers=workers, gpus=parse_gpus(gpus))
+    elif executor == "local":
         outcomes = run_local(chosen, store, console)
     elif executor == "ray":
         outcomes = run_ray(chosen, store, console, address=ray_address, num_cpus=cpus_per_run, num_gpus=gpus_per_run)

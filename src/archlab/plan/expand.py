@@ -138,7 +138,7 @@ def expand(plan: PlanConfig, profile: str | None = None, overrides: dict[str, An
     names: dict[str, str] = {}
     for block in blocks:
         for config, labels, section, name in expander.block_runs(block, plan.section or DEFAULT_SECTION):
-            digest = config_hash(config.to_dict())
+            digest = config_hash(config.identity())
             if name is not None:
                 if names.setdefault(name, digest) != digest:
                     raise ArchlabError(f"duplicate run name '{name}' in plan '{plan.name}' for two different configs")

@@ -20,6 +20,15 @@ DEFAULT_EVALS = [{"name": "loss"}, {"name": "generate_samples"}]
 DEFAULT_MASKED_DIFFUSION_EVALS = [{"name": "masked_loss"}]
 
 
+class Resources(Config):
+    """What one run asks of an executor: where it runs, not what it computes (not part of its id)."""
+
+    gpus: int | None = Field(None, ge=0, description="GPUs the run needs: the local pool waits for this many free "
+                             "ones (more than 1: one torchrun rank per GPU, DDP); ray requests them; default: 1 "
+                             "with --gpus, else 0")
+    cpus: float = Field(1, gt=0, description="ray: CPUs requested for the run's task")
+
+
 class RunConfig(Config):
     """Everything one run needs; written resolved to runs/<plan>/<run-id>/config.yaml."""
 
@@ -32,6 +41,18 @@ class RunConfig(Config):
         default_factory=lambda: [EvalSpec.model_validate(e) for e in DEFAULT_EVALS],
         description="evals run after training, each {name: ..., <params>}",
     )
+    resources: Resources | None = Field(None, description="executor requests: {gpus: k, cpus: c}; placement "
+                                        "only, so it is not part of the run id")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if data.get("resources") is None:  # runs that ask nothing keep the ids they had before the key existed
+            data.pop("resources", None)
+        return data
+
+    def identity(self) -> dict[str, Any]:
+        """What the run id hashes: the config without its placement requests."""
+        return {k: v for k, v in self.to_dict().items() if k != "resources"}
 
     @model_validator(mode="after")
     def _objective(self) -> RunConfig:
