@@ -32,7 +32,9 @@ app = typer.Typer(
 console = Console()
 Overrides = Annotated[list[str] | None, typer.Argument(help="dotted key=value overrides, e.g. train.max_steps=50")]
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="plan profile (e.g. smoke, full)")]
-RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="root of the run store", envvar="ARCHLAB_RUNS")]
+RunsDirOpt = Annotated[str, typer.Option("--runs-dir", help="root of the run store: a path, or an fsspec URL "
+                                         "(file://, memory://, s3://, gs://) staged locally and uploaded",
+                                         envvar="ARCHLAB_RUNS")]
 PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="plan YAML file")]
 MaxRunsOpt = Annotated[int | None, typer.Option("--max-runs", min=1, help="refuse plans that expand to more runs "
                                                  "than this (default 500: archlab.plan.expand.DEFAULT_MAX_RUNS)")]
@@ -61,7 +63,7 @@ def run(
     plan_path: PlanArg,
     overrides: Overrides = None,
     profile: ProfileOpt = None,
-    runs_dir: RunsDirOpt = Path("runs"),
+    runs_dir: RunsDirOpt = "runs",
     only: Annotated[str | None, typer.Option(help="run only the ids containing this text")] = None,
     executor: Annotated[str, typer.Option(help="local (sequential, this process) or ray (one task per run)")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one)")] = None,
@@ -83,7 +85,7 @@ def run(
     chosen = [s for s in specs if only is None or only in s.id]
     if not chosen:
         raise ArchlabError(f"--only '{only}' matches none of the {len(specs)} run ids (see archlab plan {plan_path})")
-    console.print(f"[bold]{plan.name}[/bold]: {len(chosen)} run(s) -> {store.root}")
+    console.print(f"[bold]{plan.name}[/bold]: {len(chosen)} run(s) -> {store.where}")
     if executor == "local" and (workers > 1 or gpus is not None):
         from archlab.plan.pool import parse_gpus, run_pool
 
@@ -95,6 +97,7 @@ def run(
     else:
         raise ArchlabError(f"unknown executor '{executor}'; use local or ray")
     report_path = write_report(plan, specs, store, profile or plan.default_profile, console)
+    store.push("REPORT.md", "report.html", "plots")
     console.print(f"report: {report_path}")
     bad = [o for o in outcomes if o.status in ("failed", "diverged")]
     if bad:
@@ -104,7 +107,7 @@ def run(
 
 @app.command("plan")
 def plan_cmd(
-    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = Path("runs"),
+    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = "runs",
     max_runs: MaxRunsOpt = None,
 ) -> None:
     """List the runs a plan expands to (id, labels, sections, status) after checking every one of them."""
@@ -123,7 +126,7 @@ def plan_cmd(
 
 @app.command()
 def report(
-    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = Path("runs"),
+    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = "runs",
     max_runs: MaxRunsOpt = None,
 ) -> None:
     """Write runs/<plan>/REPORT.md, plots/*.png and report.html from what the runs wrote."""
@@ -131,7 +134,9 @@ def report(
     from archlab.report import write_report
 
     plan, specs = _load(plan_path, profile, overrides, max_runs, check=False)
-    path = write_report(plan, specs, RunStore(runs_dir, plan.name), profile or plan.default_profile, console)
+    store = RunStore(runs_dir, plan.name)
+    path = write_report(plan, specs, store, profile or plan.default_profile, console)
+    store.push("REPORT.md", "report.html", "plots")
     console.print(f"report: {path}")
 
 

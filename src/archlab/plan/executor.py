@@ -15,11 +15,40 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from archlab.errors import ArchlabError
 from archlab.plan.expand import RunSpec
 from archlab.plan.runner import Outcome, run_one
-from archlab.plan.store import RunDir, RunStore
-from archlab.train import RichProgress
+from archlab.plan.schema import RunConfig
+from archlab.plan.store import RunStore, single_process_store
+from archlab.train import Callback, RichProgress
 
 COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
            TimeElapsedColumn())
+
+
+class Uploader(Callback):
+    """With a remote run store: upload each new checkpoint as training goes, and everything at the end."""
+
+    def __init__(self, store: RunStore, run_id: str):
+        self.store, self.run_id, self.seen = store, run_id, ()
+
+    def on_step_end(self, trainer) -> None:
+        if self.store.mirror is None or not trainer.checkpoint_dir.is_dir():
+            return
+        names = tuple(sorted(p.name for p in trainer.checkpoint_dir.iterdir() if p.name.startswith("step-")))
+        if names != self.seen:
+            self.seen = names
+            self.store.push(self.run_id)
+
+    def on_train_end(self, trainer) -> None:
+        self.store.push(self.run_id)
+
+
+def run_staged(spec_id: str, config: RunConfig, store: RunStore, callbacks: list[Callback] | None = None) -> Outcome:
+    """``run_one`` on a store that may be remote: pull the run first, upload as it goes and when it ends."""
+    run = store.run(spec_id)
+    store.pull(spec_id)
+    try:
+        return run_one(config, run, [*(callbacks or []), Uploader(store, spec_id)])
+    finally:
+        store.push(spec_id)
 
 
 def _report(progress: Progress, outcome: Outcome) -> None:
@@ -38,7 +67,7 @@ def run_local(specs: list[RunSpec], store: RunStore, console: Console | None = N
             if run.is_done():
                 outcome = Outcome(spec.id, "done", "already done")
             else:
-                outcome = run_one(spec.config, run, [RichProgress(progress, f"  {spec.id}")])
+                outcome = run_staged(spec.id, spec.config, store, [RichProgress(progress, f"  {spec.id}")])
             outcomes.append(outcome)
             if on_outcome:
                 on_outcome(outcome)
@@ -47,10 +76,9 @@ def run_local(specs: list[RunSpec], store: RunStore, console: Console | None = N
     return outcomes
 
 
-def _run_remote(config_dict: dict, folder: str) -> Outcome:
-    from archlab.plan.schema import RunConfig
-
-    return run_one(RunConfig.model_validate(config_dict), RunDir(folder))
+def _run_remote(config_dict: dict, root: str, plan_name: str, run_id: str) -> Outcome:
+    """A Ray task: opens the store itself, so a remote store is staged on the worker's own disk."""
+    return run_staged(run_id, RunConfig.model_validate(config_dict), RunStore(root, plan_name))
 
 
 def run_ray(specs: list[RunSpec], store: RunStore, console: Console | None = None, *, address: str | None = None,
@@ -60,6 +88,7 @@ def run_ray(specs: list[RunSpec], store: RunStore, console: Console | None = Non
         import ray
     except ImportError:
         raise ArchlabError("the ray executor needs Ray: pip install 'archlab[ray]'") from None
+    single_process_store(store, "the ray executor")
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_run_remote)
@@ -70,7 +99,7 @@ def run_ray(specs: list[RunSpec], store: RunStore, console: Console | None = Non
         if run.is_done():
             outcomes[spec.id] = Outcome(spec.id, "done", "already done")
         else:
-            pending[task.remote(spec.config.to_dict(), str(run.path.resolve()))] = spec.id
+            pending[task.remote(spec.config.to_dict(), *store.source, spec.id)] = spec.id
     with Progress(*COLUMNS, console=console or Console()) as progress:
         overall = progress.add_task(f"plan ({len(specs)} runs on ray)", total=len(specs), info="",
                                     completed=len(outcomes))

@@ -28,11 +28,12 @@ from rich.progress import Progress
 from archlab.errors import ArchlabError
 from archlab.plan.expand import RunSpec
 from archlab.plan.runner import Outcome
-from archlab.plan.store import RunDir, RunStore
+from archlab.plan.store import RunDir, RunStore, single_process_store
 
 OUTCOME_MARK = "ARCHLAB_OUTCOME "
 WORKER_LOG = "worker.log"
 THREADS_ENV = "ARCHLAB_TORCH_THREADS"
+UPLOAD_EVERY_SECONDS = 30.0
 
 
 def parse_gpus(text: str | None) -> list[str] | None:
@@ -100,6 +101,7 @@ def run_pool(specs: list[RunSpec], store: RunStore, console: Console | None = No
              poll_seconds: float = 0.2) -> list[Outcome]:
     """Run ``specs`` with up to ``workers`` at once (default with --gpus: one per GPU); finished ones skipped."""
     console = console or Console()
+    single_process_store(store, "the pool executor")
     workers = max(1, workers if workers > 1 or gpus is None else len(gpus))
     threads = threads_per_run(workers) if gpus is None else 1
     slots = Slots(list(gpus or []))
@@ -119,6 +121,7 @@ def run_pool(specs: list[RunSpec], store: RunStore, console: Console | None = No
             else:
                 queue.append(spec)
     running: list[_Running] = []
+    last_push = time.monotonic()
     where = f"GPUs {','.join(gpus)}" if gpus is not None else f"{threads} thread(s) each"
     with Progress(console=console) as progress:
         overall = progress.add_task(f"plan ({len(specs)} runs, {workers} at once, {where})", total=len(specs),
@@ -132,11 +135,16 @@ def run_pool(specs: list[RunSpec], store: RunStore, console: Console | None = No
                     if taken is None:
                         break  # first come, first served: wait for k free GPUs
                     queue.popleft()
+                    store.pull(spec.id)  # a remote store: resume from the last uploaded checkpoint
                     running.append(_start(spec, store.run(spec.id), threads, taken if gpus is not None else None))
                     progress.console.print(f"started {spec.id}" + (f" on GPU {','.join(taken)}" if taken else ""))
                 time.sleep(poll_seconds)
+                if store.mirror is not None and time.monotonic() - last_push > UPLOAD_EVERY_SECONDS:
+                    last_push = time.monotonic()
+                    store.push(*[r.spec.id for r in running])  # new checkpoints of the runs in flight
                 for item in [r for r in running if r.process.poll() is not None]:
                     running.remove(item)
+                    store.push(item.spec.id)
                     slots.give(item.gpus)
                     outcome = _outcome(item)
                     outcomes[item.spec.id] = outcome

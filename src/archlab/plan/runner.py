@@ -51,9 +51,24 @@ def run_one(config: RunConfig, run: RunDir, callbacks: list[Callback] | None = N
         lock.release()
 
 
+class FallbackNotes(Callback):
+    """Records a resume that had to skip an unusable checkpoint, so the run's status and the report say so."""
+
+    def __init__(self):
+        self.notes: list[str] = []
+
+    def on_event(self, trainer, message: str) -> None:
+        if "corrupt or unusable" in message or "no usable checkpoint" in message:
+            self.notes.append(message)
+        elif message.startswith("resumed from") and self.notes:
+            self.notes.append(message)
+
+
 def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Outcome:
     if run.is_done():
         return Outcome(run.id, "done", "already done")
+    fallback = FallbackNotes()
+    callbacks = [*callbacks, fallback]
     remove_partial_saves(run.checkpoints)  # left by a kill during a save; we hold the run's lock
     run.write_config(config.to_dict())
     run.write_env(environment())
@@ -98,8 +113,10 @@ def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Ou
         where = f"traceback in {run.error_log}" if run.record_error(traceback.format_exc()) \
             else "the traceback could not be written"
         return _final_status(run, "failed", message=f"{type(exc).__name__}: {exc} ({where})")
-    return _final_status(run, "done", step=state.step, message=state.stop_reason, stop_reason=state.stop_reason,
-                         skipped_steps=state.skipped_steps, oom_backoffs=state.oom_backoffs)
+    notes = {"checkpoint_fallback": fallback.notes} if fallback.notes else {}
+    message = "; ".join(filter(None, [state.stop_reason, *fallback.notes]))
+    return _final_status(run, "done", step=state.step, message=message, stop_reason=state.stop_reason,
+                         skipped_steps=state.skipped_steps, oom_backoffs=state.oom_backoffs, **notes)
 
 
 def _run_follower(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Outcome:

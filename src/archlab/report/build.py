@@ -66,12 +66,17 @@ def write_report(plan: PlanConfig, specs: list[RunSpec], store: RunStore, profil
         html_parts.append(f"<h2>{html.escape(title)}</h2><pre>{html.escape(markdown)}</pre>"
                           + "".join(f"<img src='plots/{p.name}' style='max-width:48%'>" for p in images))
     lines += ["## Runs", "", "| Run id | Sections | Status |", "|---|---|---|"]
-    lines += [f"| `{r.spec.id}` | {', '.join(r.spec.sections)} | {r.status} |" for r in rows]
+    lines += [f"| `{r.spec.id}` | {', '.join(r.spec.sections)} | {r.status}{' — ' + _cell(r.message) if r.message else ''} |"
+              for r in rows]  # the message says why a run failed, or which corrupt checkpoint it skipped
     report = store.file("REPORT.md")
     atomic_write(report, "\n".join(lines) + "\n")
     atomic_write(store.file("report.html"), "<html><body style='font-family:sans-serif'>" + "".join(html_parts)
                  + "</body></html>\n")
     return report
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def _rich_table(title: str, table: list[list[str]]) -> Table:
