@@ -66,9 +66,12 @@ def run(
     runs_dir: RunsDirOpt = "runs",
     only: Annotated[str | None, typer.Option(help="run only the ids containing this text")] = None,
     executor: Annotated[str, typer.Option(help="local (sequential, this process) or ray (one task per run)")] = "local",
-    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one)")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", "--address", help="Ray cluster: auto (the "
+                                                    "running one), ray://host:10001, or none to start a local one")] = None,
     cpus_per_run: Annotated[float, typer.Option(help="ray: CPUs requested per run")] = 1,
     gpus_per_run: Annotated[float, typer.Option(help="ray: GPUs requested per run")] = 0,
+    max_retries: Annotated[int, typer.Option(min=0, help="ray: retries of a run whose worker died (each resumes "
+                                             "from the run's last checkpoint)")] = 3,
     max_runs: MaxRunsOpt = None,
     workers: Annotated[int, typer.Option(min=1, help="local: runs at once, each in its own process with "
                                          "cores/N torch threads (default 1: one after another in this process)")] = 1,
@@ -93,7 +96,8 @@ def run(
     elif executor == "local":
         outcomes = run_local(chosen, store, console)
     elif executor == "ray":
-        outcomes = run_ray(chosen, store, console, address=ray_address, num_cpus=cpus_per_run, num_gpus=gpus_per_run)
+        outcomes = run_ray(chosen, store, console, address=ray_address, num_cpus=cpus_per_run, num_gpus=gpus_per_run,
+                           max_retries=max_retries)
     else:
         raise ArchlabError(f"unknown executor '{executor}'; use local or ray")
     report_path = write_report(plan, specs, store, profile or plan.default_profile, console)

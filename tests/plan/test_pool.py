@@ -111,3 +111,12 @@ def test_two_workers_train_both_runs_each_with_its_share_of_threads(tmp_path, co
             torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
     again = run_pool(specs, RunStore(tmp_path / "pool", "p"), workers=2)
     assert [o.message for o in again] == ["already done", "already done"]
+
+
+def test_ray_requests_the_resources_a_plan_gives_each_run(corpus_dir):
+    from archlab.plan.executor import ray_resources
+
+    plain, asked = expand(_plan(corpus_dir, rules=[{"when": {"train.seed": 2},
+                                                   "set": {"resources": {"gpus": 2, "cpus": 4}}}]))
+    assert ray_resources(plain, 1, 0) == {"num_cpus": 1, "num_gpus": 0}
+    assert ray_resources(asked, 1, 0) == {"num_cpus": 4, "num_gpus": 2}

@@ -76,22 +76,39 @@ def run_local(specs: list[RunSpec], store: RunStore, console: Console | None = N
     return outcomes
 
 
-def _run_remote(config_dict: dict, root: str, plan_name: str, run_id: str) -> Outcome:
-    """A Ray task: opens the store itself, so a remote store is staged on the worker's own disk."""
-    return run_staged(run_id, RunConfig.model_validate(config_dict), RunStore(root, plan_name))
+def _run_remote(config_dict: dict, root: str, plan_name: str, run_id: str, callbacks: list[Callback]) -> Outcome:
+    """A Ray task: opens the store itself, so a remote store is staged on the worker's own disk. A retry
+    after a lost worker finds the run's last checkpoint (the dead worker's file lock went with it)."""
+    return run_staged(run_id, RunConfig.model_validate(config_dict), RunStore(root, plan_name), callbacks)
+
+
+def ray_resources(spec: RunSpec, num_cpus: float, num_gpus: float) -> dict[str, float]:
+    """A run's own ``resources`` (from the plan) over the executor's defaults."""
+    asked = spec.config.resources
+    cpus = asked.cpus if asked is not None and "cpus" in asked.model_fields_set else num_cpus
+    gpus = asked.gpus if asked is not None and asked.gpus is not None else num_gpus
+    return {"num_cpus": cpus, "num_gpus": gpus}
 
 
 def run_ray(specs: list[RunSpec], store: RunStore, console: Console | None = None, *, address: str | None = None,
-            num_cpus: float = 1, num_gpus: float = 0) -> list[Outcome]:
-    """Each pending run as a Ray task requesting ``num_cpus``/``num_gpus``; finished runs are skipped."""
+            num_cpus: float = 1, num_gpus: float = 0, max_retries: int = 3,
+            callbacks: list[Callback] | None = None) -> list[Outcome]:
+    """Each pending run as a Ray task with its resources (the plan's ``resources`` or ``num_cpus``/``num_gpus``);
+    finished runs are skipped; a task whose worker dies is retried up to ``max_retries`` times and resumes
+    from the run's last checkpoint. ``address``: ``auto`` (a running cluster), ``ray://host:10001`` (Ray
+    Client), or None (start a local one)."""
     try:
         import ray
     except ImportError:
         raise ArchlabError("the ray executor needs Ray: pip install 'archlab[ray]'") from None
     single_process_store(store, "the ray executor")
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_run_remote)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except ConnectionError as exc:
+            raise ArchlabError(f"--ray-address {address}: no Ray cluster there ({_first_line(exc)}); start one with "
+                               f"`ray start --head` or leave the option out for a local one") from None
+    task = ray.remote(max_retries=max_retries, retry_exceptions=False)(_run_remote)
     outcomes: dict[str, Outcome] = {}
     pending = {}
     for spec in specs:
@@ -99,7 +116,8 @@ def run_ray(specs: list[RunSpec], store: RunStore, console: Console | None = Non
         if run.is_done():
             outcomes[spec.id] = Outcome(spec.id, "done", "already done")
         else:
-            pending[task.remote(spec.config.to_dict(), *store.source, spec.id)] = spec.id
+            options = task.options(**ray_resources(spec, num_cpus, num_gpus))
+            pending[options.remote(spec.config.to_dict(), *store.source, spec.id, list(callbacks or []))] = spec.id
     with Progress(*COLUMNS, console=console or Console()) as progress:
         overall = progress.add_task(f"plan ({len(specs)} runs on ray)", total=len(specs), info="",
                                     completed=len(outcomes))
@@ -109,9 +127,15 @@ def run_ray(specs: list[RunSpec], store: RunStore, console: Console | None = Non
                 run_id = pending.pop(ref)
                 try:
                     outcome = ray.get(ref)
-                except Exception as exc:  # a worker that died: the run stays resumable
-                    outcome = Outcome(run_id, "failed", f"ray task failed: {type(exc).__name__}: {exc}")
+                except Exception as exc:  # retries exhausted: the run stays resumable
+                    outcome = Outcome(run_id, "failed", f"ray task failed after {max_retries} retries: "
+                                      f"{type(exc).__name__}: {_first_line(exc)}; run again to resume")
                 outcomes[run_id] = outcome
                 _report(progress, outcome)
                 progress.advance(overall)
     return [outcomes[s.id] for s in specs]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
