@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -7,6 +9,7 @@ from tests.conftest import tiny_run_config
 
 from archlab.plan import PlanConfig, RunStore, expand
 from archlab.plan.executor import run_local, run_ray
+from archlab.train import Callback
 
 ray = pytest.importorskip("ray")
 
@@ -31,16 +34,11 @@ def test_ray_executor_runs_each_run_as_a_task_and_matches_local(tmp_path, corpus
             torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
 
 
-class DieOnce:
-    """A callback that SIGKILLs its Ray worker at ``step`` the first time only (a marker file remembers)."""
+class DieOnce(Callback):
+    """SIGKILLs its Ray worker at ``step`` the first time only (a marker file remembers)."""
 
     def __init__(self, marker: str, step: int):
         self.marker, self.step = marker, step
-
-    def __getattr__(self, name):  # every other Callback hook does nothing
-        if name.startswith("on_"):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
 
     def on_step_end(self, trainer):
         import os
@@ -63,6 +61,9 @@ def test_a_ray_worker_killed_mid_run_is_retried_and_resumes_from_its_checkpoint(
                              "matrix": {"train.seed": [1]}})
     specs = expand(plan)
     env = {k: v for k, v in subprocess_env(OMP_NUM_THREADS="1").items() if k in ("PYTHONPATH", "OMP_NUM_THREADS")}
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import this test module
     try:
         ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
         [outcome] = run_ray(specs, RunStore(tmp_path / "ray", "k"), max_retries=2,
