@@ -23,8 +23,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from archlab.data import load_tokenizer
 from archlab.evals import EvalContext
+from archlab.evals.lib.texts import read_eval_set
 from archlab.evals.mc import MCParams, multiple_choice
-from archlab.evals.texts import read_eval_set
 
 TASK = "archlab_mmlu_dev"
 

@@ -62,7 +62,7 @@ def test_run_config_round_trips_through_yaml():
 def test_ratio_interval_matches_a_normal_mean_interval_for_equal_denominators():
     import math
 
-    from archlab.evals.stats import ratio_interval, wilson_interval
+    from archlab.evals.lib.stats import ratio_interval, wilson_interval
 
     values = [1.0, 2.0, 3.0, 4.0]
     lo, hi = ratio_interval(values, [1.0] * 4)
@@ -73,6 +73,6 @@ def test_ratio_interval_matches_a_normal_mean_interval_for_equal_denominators():
 
 
 def test_wilson_interval_is_exact_at_the_edges():
-    from archlab.evals.stats import wilson_interval
+    from archlab.evals.lib.stats import wilson_interval
 
     assert wilson_interval(0, 50)[0] == 0.0 and wilson_interval(50, 50)[1] == 1.0

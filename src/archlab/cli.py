@@ -32,9 +32,9 @@ app = typer.Typer(
 console = Console()
 Overrides = Annotated[list[str] | None, typer.Argument(help="dotted key=value overrides, e.g. train.max_steps=50")]
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="plan profile (e.g. smoke, full)")]
-RunsDirOpt = Annotated[str, typer.Option("--runs-dir", help="root of the run store: a path, or an fsspec URL "
-                                         "(file://, memory://, s3://, gs://) staged locally and uploaded",
-                                         envvar="ARCHLAB_RUNS")]
+RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="root of the run store", envvar="ARCHLAB_RUNS")]
+StoreOpt = Annotated[str, typer.Option("--runs-dir", help="root of the run store: a path, or an fsspec URL (file://, "
+                                       "memory://, s3://, gs://) staged locally and uploaded", envvar="ARCHLAB_RUNS")]
 PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="plan YAML file")]
 MaxRunsOpt = Annotated[int | None, typer.Option("--max-runs", min=1, help="refuse plans that expand to more runs "
                                                  "than this (default 500: archlab.plan.expand.DEFAULT_MAX_RUNS)")]
@@ -63,7 +63,7 @@ def run(
     plan_path: PlanArg,
     overrides: Overrides = None,
     profile: ProfileOpt = None,
-    runs_dir: RunsDirOpt = "runs",
+    runs_dir: StoreOpt = "runs",
     only: Annotated[str | None, typer.Option(help="run only the ids containing this text")] = None,
     executor: Annotated[str, typer.Option(help="local (sequential, this process) or ray (one task per run)")] = "local",
     ray_address: Annotated[str | None, typer.Option("--ray-address", "--address", help="Ray cluster: auto (the "
@@ -80,8 +80,9 @@ def run(
 ) -> None:
     """Train and evaluate every run of a plan (skipping done ones, resuming unfinished), then report."""
     from archlab.plan import RunStore
-    from archlab.plan.executor import run_local, run_ray
+    from archlab.plan.executor import run_ray
     from archlab.report import write_report
+    from archlab.report.live import run_local_live
 
     plan, specs = _load(plan_path, profile, overrides, max_runs)
     store = RunStore(runs_dir, plan.name)
@@ -94,7 +95,7 @@ def run(
 
         outcomes = run_pool(chosen, store, console, workers=workers, gpus=parse_gpus(gpus))
     elif executor == "local":
-        outcomes = run_local(chosen, store, console)
+        outcomes = run_local_live(chosen, store, console, f"{plan.name}: {len(chosen)} run(s)")
     elif executor == "ray":
         outcomes = run_ray(chosen, store, console, address=ray_address, num_cpus=cpus_per_run, num_gpus=gpus_per_run,
                            max_retries=max_retries)
@@ -111,7 +112,7 @@ def run(
 
 @app.command("plan")
 def plan_cmd(
-    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = "runs",
+    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: StoreOpt = "runs",
     max_runs: MaxRunsOpt = None,
 ) -> None:
     """List the runs a plan expands to (id, labels, sections, status) after checking every one of them."""
@@ -130,7 +131,7 @@ def plan_cmd(
 
 @app.command()
 def report(
-    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = "runs",
+    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: StoreOpt = "runs",
     max_runs: MaxRunsOpt = None,
 ) -> None:
     """Write runs/<plan>/REPORT.md, plots/*.png and report.html from what the runs wrote."""
@@ -142,6 +143,100 @@ def report(
     path = write_report(plan, specs, store, profile or plan.default_profile, console)
     store.push("REPORT.md", "report.html", "plots")
     console.print(f"report: {path}")
+
+
+@app.command()
+def status(
+    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: StoreOpt = "runs",
+    max_runs: MaxRunsOpt = None,
+) -> None:
+    """Where a plan stands, without running anything: done / failed / pending per run, with the failure line."""
+    from archlab.plan import RunStore
+    from archlab.report.compare import plan_status
+    from archlab.report.terminal import fit_table
+
+    plan, specs = _load(plan_path, profile, overrides, max_runs, check=False)
+    rows, counts = plan_status(plan, specs, RunStore(runs_dir, plan.name))
+    header = ["run", "status", "step", "last loss", plan.headline, "failure"]
+    console.print(fit_table(f"{plan.name}: {len(specs)} runs", header, rows, console.width, text_columns=(0, 5)))
+    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())), soft_wrap=True)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[str, typer.Argument(metavar="RUN_A", help="run folder, <plan>/<run-id>, or a run-id prefix")],
+    run_b: Annotated[str, typer.Argument(metavar="RUN_B", help="the run compared with RUN_A")],
+    runs_dir: RunsDirOpt = Path("runs"),
+) -> None:
+    """The resolved-config diff of two runs and their metric deltas (B − A) with 95% intervals."""
+    from archlab.report.compare import RunFiles, compare_configs, compare_metrics, resolve_run
+    from archlab.report.terminal import fit_table
+
+    a, b = (RunFiles.read(resolve_run(r, runs_dir)) for r in (run_a, run_b))
+    console.print(f"A: {a.path} ({a.status.get('status', 'pending')})\nB: {b.path} ({b.status.get('status', 'pending')})",
+                  soft_wrap=True)
+    diff = compare_configs(a, b)
+    if diff:
+        console.print(fit_table("config: keys that differ", ["key", "A", "B"], diff, console.width, (0, 1, 2)))
+    else:
+        console.print("config: the same resolved config")
+    metrics = compare_metrics(a, b)
+    if metrics:
+        from archlab.report.terminal import short_metric
+
+        shortened = {short_metric(m[0]): m[0] for m in metrics if short_metric(m[0]) != m[0]}
+        rows = [[short_metric(m[0]), *m[1:]] for m in metrics]
+        console.print(fit_table("metrics (95% intervals; significant = intervals do not overlap)",
+                                ["metric", "A", "B", "B − A", "verdict"], rows, console.width, (0, 4)))
+        if shortened:
+            console.print("  " + " · ".join(f"{s} = {m}" for s, m in shortened.items()), style="dim")
+    else:
+        console.print("metrics: the two runs share no eval yet")
+
+
+@app.command()
+def release(
+    run: Annotated[str, typer.Argument(metavar="RUN", help="run folder, <plan>/<run-id>, or a run-id prefix; with "
+                                       "--verify, the bundle folder")],
+    out: Annotated[Path | None, typer.Option(help="bundle folder (default releases/<plan>-<run-id>)")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="check a bundle against its MANIFEST.sha256")] = False,
+    runs_dir: RunsDirOpt = Path("runs"),
+) -> None:
+    """Bundle a finished run (model, config, metrics, evals, samples, env, README, checksums), or verify one."""
+    from archlab.report.release import build_release, verify_release
+
+    if verify:
+        problems = verify_release(Path(run))
+        if problems:
+            for problem in problems:
+                console.print(f"[red]{problem}[/red]", soft_wrap=True)
+            raise ArchlabError(f"release --verify: {run} does not match its manifest ({len(problems)} problem(s))")
+        console.print(f"ok: every file of {run} matches MANIFEST.sha256", soft_wrap=True)
+        return
+    from archlab.report.compare import resolve_run
+
+    folder = resolve_run(run, runs_dir)
+    target = out or Path("releases") / f"{folder.parent.name}-{folder.name}"
+    build_release(folder, target)
+    console.print(f"release: {target} (check it with archlab release --verify {target})", soft_wrap=True)
+
+
+@app.command()
+def push(
+    run: Annotated[str, typer.Argument(metavar="RUN", help="run folder, <plan>/<run-id>, or a run-id prefix")],
+    repo_id: Annotated[str | None, typer.Option(help="hub repo id (default: the run's train.hub_model_id, else "
+                                                "<your user>/<run-id>)")] = None,
+    private: Annotated[bool, typer.Option(help="create the repo private")] = False,
+    runs_dir: RunsDirOpt = Path("runs"),
+) -> None:
+    """Push a finished run's model with a model card generated from its config and evals (needs the hub)."""
+    from archlab.plan.hub import push_run
+    from archlab.report.compare import resolve_run
+    from archlab.rundir import RunDir
+
+    folder = resolve_run(run, runs_dir)
+    repo = repo_id or RunDir(folder).read_config().get("train", {}).get("hub_model_id")
+    console.print(f"pushed {folder} to {push_run(folder, repo, private=private)}", soft_wrap=True)
 
 
 @app.command()

@@ -209,6 +209,24 @@ class RunDir:
     def write_samples(self, rows: list[dict[str, Any]]) -> None:
         atomic_write(self.path / self.SAMPLES, _jsonl(rows))
 
+    # ----------------------------------------------------------------------- readers for the report
+    def read_samples(self) -> list[dict[str, Any]]:
+        return MetricsLog(self.path / self.SAMPLES).read()  # same format: one JSON object a line
+
+    def read_env(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / self.ENV).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def error_line(self) -> str:
+        """The last line of error.log (the exception), or ''."""
+        try:
+            lines = [line for line in self.error_log.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return ""
+        return lines[-1].strip() if lines else ""
+
 
 def _jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, default=float) + "\n" for r in rows)

@@ -208,8 +208,8 @@ def llama_style_tokenizer(tmp_path_factory):
 
 @pytest.mark.parametrize("packing", ["pad", "group"])
 def test_training_starts_documents_as_evaluation_does(tmp_path, llama_style_tokenizer, packing):
-    from archlab.evals.loglik import encode
-    from archlab.evals.ppl import encode_text
+    from archlab.evals.lib.loglik import encode
+    from archlab.evals.lib.ppl import encode_text
 
     path = _alpaca_file(tmp_path)
     data = build_data(DataConfig(source=str(path), tokenizer=llama_style_tokenizer, packing=packing,

@@ -20,7 +20,7 @@ def test_every_shipped_data_file_has_a_licence_entry_and_text():
     licences = json.loads((EMBEDDED_DIR / "licenses.json").read_text())["files"]
     provenance = (EMBEDDED_DIR / "PROVENANCE.md").read_text(encoding="utf-8")
     files = _shipped_data_files()
-    assert "multilingual/lunyu_zh.jsonl.gz" in files and len(files) == 18  # 12 corpus, tokenizer, 5 eval sets
+    assert "multilingual/lunyu_zh.jsonl.gz" in files and len(files) == 20  # 12 corpus, tokenizer, 5 eval sets, GPT-2 BPE (2)
     missing = [f for f in files if f not in licences]
     assert not missing, f"shipped without a licence entry in licenses.json: {missing}"
     for path, entry in licences.items():

@@ -42,3 +42,39 @@ def test_plan_eval_list_writes_json_and_the_report_renders_it(bpe_tok, make_ctx,
     assert all(p.stat().st_size > 1000 for p in images)
     markdown = dict((t, m) for t, m, _ in sections)
     assert "| tiny |" in markdown["Multiple choice (zero-shot)"] and "[" in markdown["Passkey retrieval"]
+
+
+def test_a_new_eval_declares_its_view_beside_itself_and_the_report_shows_it(tmp_path):
+    from archlab.evals import EVAL_VIEWS, EvalRun, View, eval_view
+    from archlab.report import eval_views as report_views
+
+    @eval_view("toy_eval_for_views", order=15)  # between masked_loss (10) and mc (20)
+    def toy(runs: list[EvalRun], plots):
+        return View("Toy", [["Variant", "score"], *[[r.title, str(r.metrics["score"])] for r in runs]], "a note")
+
+    extra = lambda rows, plots: ("Extra", "| a |\n|---|\n| 1 |", [])  # noqa: E731  (the VIEWS hook)
+    report_views.VIEWS.append(extra)
+    try:
+        rows = [RunRow(spec=RunSpec(id=f"r{i}", labels={}, config=None), status="done", message="",
+                       evals={"toy_eval_for_views": {"metrics": {"score": i}, "n": 1}} if i else {}) for i in range(3)]
+        rows[0].evals["mc"] = json.loads(json.dumps({"metrics": {"acc": 0.5, "acc_norm": 0.25}, "n": 4,
+                                                     "ci95": {}, "details": {"task": "t", "chance": 0.25}}))
+        sections = report_views.eval_views(rows, tmp_path)
+    finally:
+        report_views.VIEWS.remove(extra)
+        EVAL_VIEWS._entries.pop("toy_eval_for_views")
+    assert [t for t, _, _ in sections] == ["Toy", "Multiple choice (zero-shot)", "Extra"]
+    toy_md = sections[0][1]
+    assert "| r1 | 1 |" in toy_md and "| r2 | 2 |" in toy_md and "r0" not in toy_md and toy_md.endswith("a note")
+
+
+def test_eval_modules_are_named_after_what_they_register():
+    import pkgutil
+
+    import archlab.evals as evals
+    from archlab.evals import EVALS
+
+    modules = {m.name for m in pkgutil.iter_modules(evals.__path__)} - {"base", "lib"}
+    registered = {name: EVALS.get(name).fn.__module__.rpartition(".")[2] for name in EVALS}
+    assert all(name == module for name, module in registered.items()), registered
+    assert modules == set(registered), modules ^ set(registered)  # helpers live in evals/lib

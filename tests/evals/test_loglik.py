@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from tests.evals.conftest import tiny_model
 
-from archlab.evals.loglik import PrefixState, encode_pair, score_full, token_nlls
+from archlab.evals.lib.loglik import PrefixState, encode_pair, score_full, token_nlls
 
 
 def test_encode_pair_moves_trailing_spaces_to_the_continuation(bpe_tok):

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from tests.evals.conftest import MemorizingFake, tiny_model
 
 from archlab.errors import ArchlabError
-from archlab.evals import mc_tasks
+from archlab.evals.lib import mc_tasks
+from archlab.evals.lib.mc_tasks import load_task
+from archlab.evals.lib.texts import read_eval_set
 from archlab.evals.mc import MCParams, multiple_choice
-from archlab.evals.mc_tasks import load_task
-from archlab.evals.texts import read_eval_set
 
 CLOZE = {"items": 8, "choices": 4, "context_sentences": 2}
 

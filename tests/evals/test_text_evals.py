@@ -13,7 +13,7 @@ from tests.evals.conftest import FakeLM, tiny_model
 from archlab.evals import compression, probes
 from archlab.evals.compression import CompressionParams
 from archlab.evals.long_ppl import LongPPLParams, long_document_perplexity
-from archlab.evals.multilingual import MultilingualParams, multilingual_bpb
+from archlab.evals.multilingual_bpb import MultilingualParams, multilingual_bpb
 from archlab.evals.probes import ProbeParams
 from archlab.evals.speed import SpeedParams, speed
 

@@ -12,7 +12,7 @@ import torch
 from tests.graft.conftest import VOCAB, set_mag_weight, tiny_model
 
 from archlab.evals import EvalContext, EvalSpec, run_eval
-from archlab.evals.loglik import PrefixState, score_contexts_batched, score_full
+from archlab.evals.lib.loglik import PrefixState, score_contexts_batched, score_full
 from archlab.graft import GraftConfig, apply_graft
 from archlab.nn.memory import OPERATORS
 

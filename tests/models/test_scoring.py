@@ -12,7 +12,7 @@ from tests.evals.conftest import tiny_model
 
 from archlab.data import load_tokenizer, token_byte_lengths
 from archlab.evals.base import EvalContext
-from archlab.evals.ppl import stream_loss
+from archlab.evals.lib.ppl import stream_loss
 from archlab.models.scoring import score_batch
 
 

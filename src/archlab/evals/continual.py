@@ -19,9 +19,10 @@ from pydantic import Field
 from archlab.config import Config
 from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.memorize import memorized, require_memorize
-from archlab.evals.ppl import default_window, encode_text, stream_loss
-from archlab.evals.texts import corpus_documents, read_eval_set
+from archlab.evals.lib.memorize import memorized, require_memorize
+from archlab.evals.lib.ppl import default_window, encode_text, stream_loss
+from archlab.evals.lib.texts import corpus_documents, read_eval_set
+from archlab.evals.lib.views import EvalRun, View, eval_view, fmt, plot_file, pyplot, save_figure
 
 
 class ContinualParams(Config):
@@ -121,3 +122,40 @@ def continual(ctx: EvalContext, params: ContinualParams) -> EvalResult:
         headline="loss_memorize_mean" if params.memorize else "loss_mean",
         details=details,
     )
+
+
+@eval_view("continual", order=50)
+def continual_view(runs: list[EvalRun], plots: Path) -> View:
+    """Continual learning: held-out loss per segment, with and without memorization, and the forgetting matrix."""
+    names = [s["name"] for s in runs[0].details["segments"]]
+    header = ["Variant", *[f"loss {n}" for n in names], *[f"loss after memorize {n}" for n in names], "forgetting"]
+    body, images = [], []
+    for r in runs:
+        m = r.metrics
+        body.append([r.title, *[fmt(m.get(f"loss/{n}")) for n in names],
+                     *[fmt(m.get(f"loss_memorize/{n}")) for n in names], fmt(m.get("forgetting_mean"))])
+        key = "matrix_memorize" if "matrix_memorize" in r.details else "matrix"
+        images.append(forgetting_matrix(r.details[key]["loss"], names, plot_file(plots, "forgetting", r.id), r.title))
+    note = "Rows: after memorizing segment i; columns: held-out loss of segment j (never memorized)."
+    return View("Continual learning (forgetting)", [header, *body], note, images)
+
+
+def forgetting_matrix(matrix: list[list[float]], names: list[str], path: Path, title: str) -> Path:
+    import numpy as np
+
+    plt = pyplot()
+    size = len(names)
+    values = np.full((size, size), np.nan)
+    for i, row in enumerate(matrix):
+        values[i, : len(row)] = row
+    fig, ax = plt.subplots(figsize=(1.3 * size + 2.5, 1.0 * size + 1.5))
+    image = ax.imshow(values, cmap="viridis_r", aspect="auto")
+    for (i, j), v in np.ndenumerate(values):
+        if not np.isnan(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white")
+    short = [n.split(":")[-1].split("/")[-1][:14] for n in names]
+    ax.set_xticks(range(size), short, rotation=30, ha="right")
+    ax.set_yticks(range(size), [f"after {s}" for s in short])
+    ax.set_title(f"held-out loss: {title}", fontsize=9)
+    fig.colorbar(image, ax=ax)
+    return save_figure(fig, path)

@@ -16,8 +16,9 @@ from pydantic import Field
 from archlab.config import Config
 from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.ppl import default_window, encode_text, stream_loss
-from archlab.evals.texts import corpus_documents
+from archlab.evals.lib.ppl import default_window, encode_text, stream_loss
+from archlab.evals.lib.texts import corpus_documents
+from archlab.evals.lib.views import simple_view
 from archlab.models.scoring import LossTotals
 
 POSITION_EDGES = (0, 128, 512, 2048, 8192, 32768)
@@ -75,3 +76,8 @@ def long_document_perplexity(ctx: EvalContext, params: LongPPLParams) -> EvalRes
                  "max_tokens": params.max_tokens, "source": params.source, "loss_by_position": curve},
         items=items,
     )
+
+
+simple_view("long_ppl", "Long-document perplexity",
+            [("perplexity", "perplexity"), ("bits/byte", "bits_per_byte"), ("loss", "loss")],
+            details=("max_tokens", "window", "stride"), order=60)

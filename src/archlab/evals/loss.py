@@ -10,7 +10,7 @@ from pydantic import Field
 from archlab.config import Config
 from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.stats import ratio_interval, wilson_interval
+from archlab.evals.lib.stats import ratio_interval, wilson_interval
 from archlab.models.scoring import LossTotals, score_batch
 
 

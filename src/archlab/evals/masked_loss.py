@@ -18,7 +18,8 @@ from pydantic import Field
 from archlab.config import Config
 from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.stats import ratio_interval, wilson_interval
+from archlab.evals.lib.stats import ratio_interval, wilson_interval
+from archlab.evals.lib.views import simple_view
 from archlab.models.masked_diffusion import EPS, MaskedTotals, row_seed, score_masked_batch
 
 
@@ -66,3 +67,8 @@ def masked_loss(ctx: EvalContext, params: MaskedLossParams) -> EvalResult:
                  "objective": f"masked diffusion: t ~ U(0,1), p = (1 - {EPS}) t + {EPS}, CE of masked tokens / p, "
                               "per scorable token; Dream's shift (logits at i-1 predict token i)"},
     )
+
+
+simple_view("masked_loss", "Masked-diffusion loss (bidirectional runs, not comparable to next-token loss)",
+            [("loss", "loss"), ("bits/byte", "bits_per_byte"), ("masked-token acc", "accuracy")],
+            details=("split", "samples"), order=10)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -18,7 +19,7 @@ from pydantic import Field, model_validator
 
 from archlab.config import Config
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.loglik import (
+from archlab.evals.lib.loglik import (
     PrefixState,
     Scored,
     encode_pair,
@@ -26,9 +27,10 @@ from archlab.evals.loglik import (
     score_contexts_batched,
     score_full,
 )
-from archlab.evals.mc_tasks import MCDoc, MCTask, load_task, task_code_file
-from archlab.evals.memorize import memorized, require_memorize
-from archlab.evals.stats import wilson_interval
+from archlab.evals.lib.mc_tasks import MCDoc, MCTask, load_task, task_code_file
+from archlab.evals.lib.memorize import memorized, require_memorize
+from archlab.evals.lib.stats import wilson_interval
+from archlab.evals.lib.views import EvalRun, View, cell, eval_view, fmt
 
 
 class MCParams(Config):
@@ -173,3 +175,20 @@ def multiple_choice(ctx: EvalContext, params: MCParams) -> EvalResult:
                  "normalisation": "acc_norm divides the summed log-likelihood by len(choice) in characters"},
         items=items,
     )
+
+
+@eval_view("mc", order=20)
+def mc_view(runs: list[EvalRun], plots: Path) -> View:
+    """Multiple choice (zero-shot): acc and acc_norm with their intervals, and chance."""
+    memorize = any("acc_memorize" in r.metrics for r in runs)
+    header = ["Variant", "Task", "n", "acc", "acc_norm", "chance"]
+    header += ["acc (memorize)", "acc_norm (memorize)"] if memorize else []
+    body = []
+    for r in runs:
+        p = r.payload
+        line = [r.title, str(r.details.get("task")), str(p["n"]), cell(p, "acc"), cell(p, "acc_norm"),
+                fmt(r.details.get("chance"), 3)]
+        line += [cell(p, "acc_memorize"), cell(p, "acc_norm_memorize")] if memorize else []
+        body.append(line)
+    note = "Scored by continuation log-likelihood with lm-eval conventions (acc_norm: per character)."
+    return View("Multiple choice (zero-shot)", [header, *body], note)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field
 
@@ -18,8 +19,8 @@ from archlab.config import Config
 from archlab.data import leading_special_ids
 from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.memorize import require_memorize
-from archlab.evals.retrieval import (
+from archlab.evals.lib.memorize import require_memorize
+from archlab.evals.lib.retrieval import (
     UnscorableLength,
     distractor_keys,
     ids,
@@ -28,7 +29,8 @@ from archlab.evals.retrieval import (
     split_summary,
     summarize,
 )
-from archlab.evals.texts import corpus_sentences
+from archlab.evals.lib.texts import corpus_sentences
+from archlab.evals.lib.views import EvalRun, View, cell, eval_view, fmt, plot_file, pyplot, save_figure
 
 NEEDLE = " The secret key is {key}. Remember it."
 QUESTION = "\n\nWhat is the secret key in the text above? The secret key is"
@@ -138,3 +140,43 @@ def needle_in_a_haystack(ctx: EvalContext, params: NIAHParams) -> EvalResult:
                  "length_unit": f"tokens of the model's tokenizer ({type(tok).__name__}, vocab {len(tok)})"},
         items=items,
     )
+
+
+@eval_view("niah", order=30)
+def niah_view(runs: list[EvalRun], plots: Path) -> View:
+    """Needle in a haystack: rank accuracy and exact match per length, and a depth x length heatmap per run."""
+    lengths = sorted({c["length"] for r in runs for c in r.details["grid"]})
+    header = ["Variant", "n", "rank acc", "exact match", *[f"rank acc @{n}" for n in lengths], "chance"]
+    body, images = [], []
+    for r in runs:
+        p = r.payload
+        body.append([r.title, str(p["n"]), cell(p, "rank_accuracy"), cell(p, "exact_match"),
+                     *[fmt(r.metrics.get(f"rank_accuracy@{n}"), 3) for n in lengths],
+                     fmt(r.details.get("chance_rank_accuracy"), 3)])
+        images.append(niah_heatmap(r.details["grid"], plot_file(plots, "niah", r.id), r.title))
+    return View("Needle in a haystack", [header, *body], images=images)
+
+
+def niah_heatmap(grid: list[dict], path: Path, title: str, metric: str = "rank_accuracy") -> Path:
+    """Depth (rows) x length (columns) heatmap of one run's NIAH grid."""
+    import numpy as np
+
+    plt = pyplot()
+    lengths = sorted({c["length"] for c in grid})
+    depths = sorted({c["depth"] for c in grid})
+    values = np.full((len(depths), len(lengths)), np.nan)
+    for c in grid:
+        if c.get(metric) is not None:
+            values[depths.index(c["depth"]), lengths.index(c["length"])] = c[metric]
+    fig, ax = plt.subplots(figsize=(1.2 * len(lengths) + 2.5, 0.6 * len(depths) + 1.8))
+    image = ax.imshow(values, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+    for (i, j), v in np.ndenumerate(values):
+        if not np.isnan(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(lengths)), [str(n) for n in lengths])
+    ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("needle depth")
+    ax.set_title(f"NIAH {metric}: {title}", fontsize=9)
+    fig.colorbar(image, ax=ax)
+    return save_figure(fig, path)

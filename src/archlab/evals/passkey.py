@@ -10,6 +10,7 @@ tokens; scored by exact match of the greedy digits (and, cheaply, the rank of th
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from pydantic import Field
 
@@ -17,8 +18,8 @@ from archlab.config import Config
 from archlab.data import leading_special_ids
 from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.memorize import require_memorize
-from archlab.evals.retrieval import (
+from archlab.evals.lib.memorize import require_memorize
+from archlab.evals.lib.retrieval import (
     UnscorableLength,
     distractor_keys,
     ids,
@@ -27,6 +28,7 @@ from archlab.evals.retrieval import (
     split_summary,
     summarize,
 )
+from archlab.evals.lib.views import EvalRun, View, cell, eval_view
 
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
         "I will quiz you about the important information there.")
@@ -108,3 +110,13 @@ def passkey(ctx: EvalContext, params: PasskeyParams) -> EvalResult:
                  "length_unit": f"tokens of the model's tokenizer ({type(tok).__name__}, vocab {len(tok)})"},
         items=items,
     )
+
+
+@eval_view("passkey", order=40)
+def passkey_view(runs: list[EvalRun], plots: Path) -> View:
+    """Passkey retrieval: exact match overall and per length, with intervals."""
+    lengths = sorted({int(k) for r in runs for k in r.details.get("per_length", {})})
+    header = ["Variant", "n", "exact match", *[f"@{n}" for n in lengths]]
+    body = [[r.title, str(r.payload["n"]), cell(r.payload, "exact_match"),
+             *[cell(r.payload, f"exact_match@{n}", 2) for n in lengths]] for r in runs]
+    return View("Passkey retrieval", [header, *body])

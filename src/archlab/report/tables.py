@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
+from archlab.evals.lib.views import fmt, to_markdown
 from archlab.plan import PlanConfig
 from archlab.report.collect import RunRow
+from archlab.report.sizes import human
 
-
-def fmt(value: float | None, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}g}"
+__all__ = ["fmt", "section_table", "to_markdown"]
 
 
 def what_changed(row: RunRow, baseline: RunRow | None) -> str:
@@ -30,14 +26,27 @@ def metric_cell(row: RunRow, metric: str) -> str:
 
 
 def delta_cell(row: RunRow, baseline: RunRow | None, metric: str, lower_is_better: bool) -> str:
+    """The difference from the baseline; ▲ (better) or ▼ (worse) only when the 95% intervals do not overlap."""
     if baseline is None or row is baseline:
         return "—"
     a, b = row.metric(metric), baseline.metric(metric)
     if a is None or b is None:
         return "—"
-    better = (a < b) if lower_is_better else (a > b)
     sign = "+" if a - b >= 0 else ""
-    return f"{sign}{a - b:.4g}" + (" ▲" if better and a != b else "")
+    mark = ""
+    ra, rb = row.interval(metric), baseline.interval(metric)
+    if ra is not None and rb is not None and (ra[1] < rb[0] or rb[1] < ra[0]):
+        better = (a < b) if lower_is_better else (a > b)
+        mark = " ▲" if better else " ▼"
+    return f"{sign}{a - b:.4g}{mark}"
+
+
+def size_cells(row: RunRow) -> list[str]:
+    """Parameters (total, non-embedding) and training FLOPs (≈: the 6·N·D estimate)."""
+    flops, estimated = row.train_flops
+    size = row.size
+    return [human(size.total) if size else "—", human(size.non_embedding) if size else "—",
+            ("≈" if estimated and flops else "") + human(flops)]
 
 
 def column_names(metrics: list[str]) -> dict[str, str]:
@@ -56,14 +65,15 @@ def varying_eval_values(rows: list[RunRow]) -> list[str]:
 
 def section_table(plan: PlanConfig, rows: list[RunRow], baseline: RunRow | None) -> list[list[str]]:
     names = column_names([*plan.metrics, plan.headline])
-    evaluated_at = varying_eval_values(rows)  # a column when it varies: numbers at different mu differ for it
-    header = ["Variant", "What changed", "Status", *[f"eval {n}" for n in evaluated_at],
+    evaluated_at = varying_eval_values(rows) if all(r.spec.config for r in rows) else []  # a column when it varies: numbers at different mu differ for it
+    header = ["Variant", "What changed", "Status", "Params", "Non-emb", "FLOPs", *[f"eval {n}" for n in evaluated_at],
               *[names[m] for m in plan.metrics], f"Δ {names[plan.headline]}"]
     body = [
         [
             row.spec.title,
             what_changed(row, baseline),
             row.mark + (f" {row.message}" if row.status in ("failed", "diverged") and row.message else ""),
+            *size_cells(row),
             *[fmt(row.spec.config.eval_values().get(n)) for n in evaluated_at],
             *[metric_cell(row, m) for m in plan.metrics],
             delta_cell(row, baseline, plan.headline, plan.lower_is_better),
@@ -71,13 +81,3 @@ def section_table(plan: PlanConfig, rows: list[RunRow], baseline: RunRow | None)
         for row in rows
     ]
     return [header, *body]
-
-
-def to_markdown(table: list[list[str]]) -> str:
-    def esc(cell: str) -> str:
-        return cell.replace("|", "\\|").replace("\n", " ")
-
-    header, *body = table
-    lines = ["| " + " | ".join(esc(c) for c in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
-    return "\n".join(lines)

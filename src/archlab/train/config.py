@@ -62,10 +62,19 @@ class TrainConfig(Config):
     fp16: bool = Field(False, description="float16 autocast with loss scaling")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
     early_stopping_patience: int = Field(0, ge=0, description="stop after N evaluations without improvement (0 off)")
+    load_best_model_at_end: bool = Field(False, description="at the end, load the weights of the best evaluation "
+                                         "(by metric_for_best_model), so the run's model/ is the best one; the "
+                                         "run's status records its step (best_step)")
+    metric_for_best_model: Literal["eval_loss", "loss", "eval_bits_per_byte", "bits_per_byte"] = Field(
+        "eval_loss", description="metric of load_best_model_at_end (lower is better)")
     nan_policy: Literal["stop", "skip"] = Field("stop", description="on NaN/Inf loss: stop (status diverged) or skip "
                                                 "the step and count it")
     max_skipped_steps: int = Field(20, ge=1, description="with nan_policy=skip: consecutive skips before diverged")
-    report_to: list[str] = Field(default_factory=list, description="trackers through accelerate: wandb, tensorboard")
+    report_to: list[str] = Field(default_factory=list, description="trackers through accelerate: tensorboard, wandb (offline unless WANDB_MODE/WANDB_API_KEY), mlflow (local SQLite unless MLFLOW_TRACKING_URI)")
+    push_to_hub: bool = Field(False, description="after a run finishes, push its model with a generated model card "
+                              "to hub_model_id (offline: one line, the run stays done; or later: archlab push RUN)")
+    hub_model_id: str | None = Field(None, description="Hugging Face repo id for push_to_hub, e.g. user/name (default: "
+                                     "the run id under your account)")
     objective: Literal["auto", "causal_lm", "masked_diffusion"] = Field(
         "auto", description="training loss: causal_lm (next-token) or masked_diffusion (LLaDA/Dream: masked tokens "
         "predicted, weighted 1/t); auto: masked_diffusion when graft.bidirectional is true, else causal_lm (a "
@@ -90,4 +99,12 @@ class TrainConfig(Config):
     def _check(self) -> TrainConfig:
         if self.bf16 and self.fp16:
             raise ValueError("bf16 and fp16 cannot both be true")
+        if self.load_best_model_at_end and self.eval_steps and self.save_steps and self.save_steps % self.eval_steps:
+            raise ValueError("load_best_model_at_end needs save_steps to be a multiple of eval_steps (as HF "
+                             f"TrainingArguments), got save_steps={self.save_steps}, eval_steps={self.eval_steps}")
         return self
+
+
+# Settings that change what happens after training, not the run: at their defaults they are left out of the
+# run id, so adding them did not rename existing runs.
+NOT_IN_RUN_ID = {"push_to_hub": False, "hub_model_id": None}

@@ -31,6 +31,7 @@ from archlab.models.masked_diffusion import (
 )
 from archlab.models.scoring import LossTotals, score_batch
 from archlab.rundir import RunDir
+from archlab.train import best
 from archlab.train import checkpoint as ckpt
 from archlab.train.callbacks import Callback
 from archlab.train.config import TrainConfig
@@ -38,6 +39,7 @@ from archlab.train.distributed import NoMetrics, cpu_ddp_if_no_accelerator
 from archlab.train.objectives import causal_lm_sum, scored_tokens, token_weight
 from archlab.train.optim import build_optimizer
 from archlab.train.schedules import build_schedule, evaluation_values, set_model_attribute
+from archlab.train.trackers import tracker_init_kwargs, tracker_project_dir
 
 VALIDATION_MASK_SEED = 0  # masked-diffusion validation: the same masks at every evaluation
 
@@ -60,6 +62,8 @@ class TrainState:
     best_eval_loss: float = math.inf
     evals_without_improvement: int = 0
     stop_reason: str = ""
+    best_step: int = 0  # load_best_model_at_end: the step of the best evaluation (0: none yet)
+    best_metric: float = math.inf
     schedule_values: dict[str, float] = field(default_factory=dict)
 
 
@@ -93,7 +97,8 @@ class Trainer:
         _check_trackers(cfg.report_to)
         cpu_ddp_if_no_accelerator()
         self.accelerator = accelerator or Accelerator(
-            mixed_precision=mixed, log_with=cfg.report_to or None, project_dir=str(self.run_dir)
+            mixed_precision=mixed, log_with=cfg.report_to or None,
+            project_dir=tracker_project_dir(cfg.report_to, self.run_dir),
         )
         run = RunDir(self.run_dir)
         self.metrics, self.checkpoint_dir = run.metrics, run.checkpoints
@@ -132,7 +137,7 @@ class Trainer:
             self.accelerator.init_trackers(
                 self.run_dir.parent.name or "archlab",
                 config={k: v for k, v in cfg.to_dict().items() if isinstance(v, int | float | str | bool)},
-                init_kwargs={"wandb": {"name": self.run_dir.name}},
+                init_kwargs=tracker_init_kwargs(cfg.report_to, self.run_dir),
             )
 
     # ----------------------------------------------------------------------------------------- state
@@ -217,6 +222,8 @@ class Trainer:
         if not self.cfg.eval_steps or self.state.step % self.cfg.eval_steps:
             self.evaluate()
         self.save()
+        if self.cfg.load_best_model_at_end:
+            self._load_best()
         self._emit("on_train_end")
         self.accelerator.end_training()
         return self.state
@@ -352,8 +359,29 @@ class Trainer:
             if patience and self.state.evals_without_improvement >= patience:
                 self.state.stop_reason = f"early stopping: no eval_loss improvement in {patience} evaluations"
                 self._warn(self.state.stop_reason)
+        if self.cfg.load_best_model_at_end:
+            self._track_best(metrics)
         self._emit("on_evaluate", metrics)
         return metrics
+
+    def _track_best(self, metrics: dict[str, Any]) -> None:
+        key = best.metric_key(self.cfg.metric_for_best_model)
+        value = metrics.get(key)
+        if value is None or not value < self.state.best_metric:
+            return
+        self.state.best_metric, self.state.best_step = float(value), self.state.step
+        if self.accelerator.is_main_process:
+            best.save_best(self.checkpoint_dir, self.unwrapped, self.state.step, key, float(value),
+                           include_frozen=self.checkpoint_frozen)
+
+    def _load_best(self) -> None:
+        if not self.state.best_step or self.state.best_step == self.state.step:
+            return
+        meta = best.load_best(self.checkpoint_dir, self.unwrapped)
+        if meta is None:
+            self._warn("load_best_model_at_end: the best model's weights are missing; the last weights are kept")
+            return
+        self._warn(f"loaded the best model: step {meta['step']} ({meta['metric']} {meta['value']:.4f})")
 
 
 def validation_loss(model: nn.Module, data: DataBundle, batch_size: int, max_examples: int | None = None,

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from archlab.evals.base import EvalContext
-from archlab.evals.loglik import PrefixState
-from archlab.evals.memorize import memorized
-from archlab.evals.stats import wilson_interval
+from archlab.evals.lib.loglik import PrefixState
+from archlab.evals.lib.memorize import memorized
+from archlab.evals.lib.stats import wilson_interval
 
 _DIGITS = re.compile(r"\d+")
 

@@ -8,18 +8,15 @@ encyclopedia text and ``code`` Python from the standard library (see data/embedd
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
 
 from pydantic import Field
 
 from archlab.config import Config
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.ppl import default_window, encode_text, stream_loss, utf8_prefix
-from archlab.evals.texts import corpus_documents, read_eval_set
-
-Slice = Literal["quran_en", "quran_zh", "quran_ar", "lunyu_zh", "wiki", "code"]
-LANGUAGE = {"quran_en": "English", "quran_zh": "Chinese", "quran_ar": "Arabic", "lunyu_zh": "Chinese",
-            "wiki": "English", "code": "Python"}
+from archlab.evals.lib.ppl import default_window, encode_text, stream_loss, utf8_prefix
+from archlab.evals.lib.texts import LANGUAGE, Slice, slice_text  # noqa: F401  (public names of this eval)
+from archlab.evals.lib.views import EvalRun, View, eval_view, fmt, pyplot, save_figure
 
 
 class MultilingualParams(Config):
@@ -29,12 +26,6 @@ class MultilingualParams(Config):
     window: int | None = Field(None, ge=2, description="tokens per forward pass; default the model's max "
                                "length (at most 2048)")
     stride: int | None = Field(None, ge=1, description="new tokens scored per window; default window // 2")
-
-
-def slice_text(name: str) -> str:
-    if name in ("wiki", "code"):
-        return "\n\n".join(corpus_documents(name, ("test",)))
-    return "\n".join(r["text"] for r in read_eval_set("multilingual", name))
 
 
 @register_eval("multilingual_bpb", MultilingualParams, metrics=("bits_per_byte*", "loss/*"))
@@ -61,3 +52,26 @@ def multilingual_bpb(ctx: EvalContext, params: MultilingualParams) -> EvalResult
                  "max_bytes": params.max_bytes},
         items=items,
     )
+
+
+@eval_view("multilingual_bpb", order=80)
+def multilingual_view(runs: list[EvalRun], plots: Path) -> View:
+    """Bits per byte per language and domain, as a table and a grouped bar chart."""
+    import numpy as np
+
+    slices = [i["slice"] for i in runs[0].details["slices"]]
+    header = ["Variant", *slices, "mean"]
+    body = [[r.title, *[fmt(r.metrics.get(f"bits_per_byte/{s}"), 3) for s in slices],
+             fmt(r.metrics.get("bits_per_byte_mean"), 3)] for r in runs]
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(slices) * max(1, len(runs)) / 2 + 3), 4))
+    width = 0.8 / len(runs)
+    for k, r in enumerate(runs):
+        values = [r.metrics.get(f"bits_per_byte/{s}") or 0.0 for s in slices]
+        ax.bar(np.arange(len(slices)) + k * width, values, width, label=r.title)
+    ax.set_xticks(np.arange(len(slices)) + 0.4 - width / 2, slices, rotation=20)
+    ax.set_ylabel("bits per byte (lower is better)")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    image = save_figure(fig, plots / "bpb_by_language.png")
+    return View("Bits per byte by language and domain", [header, *body], images=[image])

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from archlab.errors import ArchlabError
-from archlab.evals.texts import corpus_documents, read_eval_set, sentences
+from archlab.evals.lib.texts import corpus_documents, read_eval_set, sentences
 from archlab.offline import hub_reachable
 
 EMBEDDED_TASKS = {"mmlu_dev": ("mmlu", "dev")}

@@ -6,6 +6,7 @@ import gzip
 import json
 import re
 from functools import lru_cache
+from typing import Literal
 
 from archlab.data import embedded
 from archlab.errors import ArchlabError, did_you_mean
@@ -52,3 +53,14 @@ def read_eval_set(folder: str, name: str) -> list[dict]:
         raise ArchlabError(f"embedded eval set {folder}/{name} is missing ({path}); rebuild it with "
                            f"python -m scripts.build_embedded")
     return [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode("utf-8").splitlines() if line]
+
+
+Slice = Literal["quran_en", "quran_zh", "quran_ar", "lunyu_zh", "wiki", "code"]
+LANGUAGE = {"quran_en": "English", "quran_zh": "Chinese", "quran_ar": "Arabic", "lunyu_zh": "Chinese",
+            "wiki": "English", "code": "Python"}
+
+
+def slice_text(name: str) -> str:
+    if name in ("wiki", "code"):
+        return "\n\n".join(corpus_documents(name, ("test",)))
+    return "\n".join(r["text"] for r in read_eval_set("multilingual", name))

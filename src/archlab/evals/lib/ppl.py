@@ -9,7 +9,7 @@ from transformers import PreTrainedTokenizerBase
 
 from archlab.data import encode_document, token_byte_lengths
 from archlab.evals.base import EvalContext
-from archlab.evals.loglik import model_max_length, token_nlls
+from archlab.evals.lib.loglik import model_max_length, token_nlls
 from archlab.models.scoring import LossTotals
 
 

@@ -1,0 +1,97 @@
+"""``archlab release RUN [--out DIR]``: one folder someone else can trust and load, and ``--verify DIR``.
+
+The bundle holds the model (the exported ``model/``, or the weights of the last verified checkpoint for runs
+that export none), the resolved config, the metrics log, the eval JSONs (and their per-item files), the
+samples, env and status, a README with the headline table (the generated model card), and
+``MANIFEST.sha256``: one ``<sha256>  <path>`` line per file, which ``--verify`` recomputes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from archlab.errors import ArchlabError
+from archlab.files import atomic_write
+from archlab.plan.hub import model_card
+from archlab.rundir import RunDir
+
+MANIFEST = "MANIFEST.sha256"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dst)
+
+
+def build_release(run_dir: Path, out: Path) -> Path:
+    """Write the bundle of a finished run to ``out`` (which must not exist or be empty); returns ``out``."""
+    run = RunDir(run_dir)
+    if not run.has_config():
+        raise ArchlabError(f"{run_dir} is not a run folder (no config.yaml); pass runs/<plan>/<run-id>")
+    status = run.status().get("status")
+    if status != "done":
+        raise ArchlabError(f"release: run {run.id} is {status}, not done; a release bundles a finished run")
+    if out.exists() and any(out.iterdir()):
+        raise ArchlabError(f"release: {out} exists and is not empty; choose another --out or remove it")
+    out.mkdir(parents=True, exist_ok=True)
+    if (run.model_dir / "config.json").is_file():
+        for file in sorted(p for p in run.model_dir.rglob("*") if p.is_file()):
+            _copy(file, out / "model" / file.relative_to(run.model_dir))
+        weights = "model/ (the exported model: AutoModelForCausalLM.from_pretrained(\"model\") after `import archlab`)"
+    else:
+        from archlab.train.checkpoint import list_checkpoints, verify
+
+        good = [c for c in reversed(list_checkpoints(run.checkpoints)) if verify(c)]
+        if not good:
+            raise ArchlabError(f"release: run {run.id} has neither an exported model nor a verified checkpoint")
+        for name in ("model.safetensors", "meta.json"):  # the weights; the optimizer state stays behind
+            if (good[0] / name).is_file():
+                _copy(good[0] / name, out / "checkpoint" / good[0].name / name)
+        weights = f"checkpoint/{good[0].name}/ (the trained tensors; rebuild the model from config.yaml)"
+    for name in (RunDir.CONFIG, RunDir.METRICS, RunDir.SAMPLES, RunDir.ENV, RunDir.STATUS):
+        if (run.path / name).is_file():
+            _copy(run.path / name, out / name)
+    for file in sorted((run.path / RunDir.EVAL).glob("*")):
+        if file.is_file():
+            _copy(file, out / RunDir.EVAL / file.name)
+    card = model_card(run)
+    intro = (f"\n\n## This bundle\n\nMade by `archlab release` from `{run.path}`. Weights: {weights}. "
+             f"Every file is listed with its SHA-256 in `{MANIFEST}`; check them with "
+             f"`archlab release --verify <this folder>` (or `sha256sum -c {MANIFEST}`).\n")
+    atomic_write(out / "README.md", card.rstrip() + intro)
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
+    atomic_write(out / MANIFEST, "".join(f"{_sha256(p)}  {p.relative_to(out).as_posix()}\n" for p in files))
+    return out
+
+
+def verify_release(folder: Path) -> list[str]:
+    """Problems found (empty when every file matches the manifest and no file is unlisted)."""
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        raise ArchlabError(f"release --verify: {folder} has no {MANIFEST}; is it a release bundle?")
+    listed: dict[str, str] = {}
+    for line in manifest.read_text().splitlines():
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64:
+            return [f"{MANIFEST}: malformed line {line!r}"]
+        listed[name] = digest
+    problems = []
+    for name, digest in listed.items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"missing: {name}")
+        elif _sha256(path) != digest:
+            problems.append(f"changed: {name} (checksum differs)")
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST}
+    problems += [f"not in the manifest: {name}" for name in sorted(present - set(listed))]
+    return problems
