@@ -33,6 +33,8 @@ console = Console()
 Overrides = Annotated[list[str] | None, typer.Argument(help="dotted key=value overrides, e.g. train.max_steps=50")]
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="plan profile (e.g. smoke, full)")]
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="root of the run store", envvar="ARCHLAB_RUNS")]
+StoreOpt = Annotated[str, typer.Option("--runs-dir", help="root of the run store: a path, or an fsspec URL (file://, "
+                                       "memory://, s3://, gs://) staged locally and uploaded", envvar="ARCHLAB_RUNS")]
 PlanArg = Annotated[Path, typer.Argument(metavar="PLAN", help="plan YAML file")]
 MaxRunsOpt = Annotated[int | None, typer.Option("--max-runs", min=1, help="refuse plans that expand to more runs "
                                                  "than this (default 500: archlab.plan.expand.DEFAULT_MAX_RUNS)")]
@@ -61,13 +63,20 @@ def run(
     plan_path: PlanArg,
     overrides: Overrides = None,
     profile: ProfileOpt = None,
-    runs_dir: RunsDirOpt = Path("runs"),
+    runs_dir: StoreOpt = "runs",
     only: Annotated[str | None, typer.Option(help="run only the ids containing this text")] = None,
     executor: Annotated[str, typer.Option(help="local (sequential, this process) or ray (one task per run)")] = "local",
-    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one)")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", "--address", help="Ray cluster: auto (the "
+                                                    "running one), ray://host:10001, or none to start a local one")] = None,
     cpus_per_run: Annotated[float, typer.Option(help="ray: CPUs requested per run")] = 1,
     gpus_per_run: Annotated[float, typer.Option(help="ray: GPUs requested per run")] = 0,
+    max_retries: Annotated[int, typer.Option(min=0, help="ray: retries of a run whose worker died (each resumes "
+                                             "from the run's last checkpoint)")] = 3,
     max_runs: MaxRunsOpt = None,
+    workers: Annotated[int, typer.Option(min=1, help="local: runs at once, each in its own process with "
+                                         "cores/N torch threads (default 1: one after another in this process)")] = 1,
+    gpus: Annotated[str | None, typer.Option(help="local: GPU indices to share out, e.g. 0,1,2,3; each run gets "
+                                             "resources.gpus of them (default 1) via CUDA_VISIBLE_DEVICES")] = None,
 ) -> None:
     """Train and evaluate every run of a plan (skipping done ones, resuming unfinished), then report."""
     from archlab.plan import RunStore
@@ -80,14 +89,20 @@ def run(
     chosen = [s for s in specs if only is None or only in s.id]
     if not chosen:
         raise ArchlabError(f"--only '{only}' matches none of the {len(specs)} run ids (see archlab plan {plan_path})")
-    console.print(f"[bold]{plan.name}[/bold]: {len(chosen)} run(s) -> {store.root}")
-    if executor == "local":
+    console.print(f"[bold]{plan.name}[/bold]: {len(chosen)} run(s) -> {store.where}")
+    if executor == "local" and (workers > 1 or gpus is not None):
+        from archlab.plan.pool import parse_gpus, run_pool
+
+        outcomes = run_pool(chosen, store, console, workers=workers, gpus=parse_gpus(gpus))
+    elif executor == "local":
         outcomes = run_local_live(chosen, store, console, f"{plan.name}: {len(chosen)} run(s)")
     elif executor == "ray":
-        outcomes = run_ray(chosen, store, console, address=ray_address, num_cpus=cpus_per_run, num_gpus=gpus_per_run)
+        outcomes = run_ray(chosen, store, console, address=ray_address, num_cpus=cpus_per_run, num_gpus=gpus_per_run,
+                           max_retries=max_retries)
     else:
         raise ArchlabError(f"unknown executor '{executor}'; use local or ray")
     report_path = write_report(plan, specs, store, profile or plan.default_profile, console)
+    store.push("REPORT.md", "report.html", "plots")
     console.print(f"report: {report_path}")
     bad = [o for o in outcomes if o.status in ("failed", "diverged")]
     if bad:
@@ -97,7 +112,7 @@ def run(
 
 @app.command("plan")
 def plan_cmd(
-    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = Path("runs"),
+    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: StoreOpt = "runs",
     max_runs: MaxRunsOpt = None,
 ) -> None:
     """List the runs a plan expands to (id, labels, sections, status) after checking every one of them."""
@@ -116,7 +131,7 @@ def plan_cmd(
 
 @app.command()
 def report(
-    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = Path("runs"),
+    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: StoreOpt = "runs",
     max_runs: MaxRunsOpt = None,
 ) -> None:
     """Write runs/<plan>/REPORT.md, plots/*.png and report.html from what the runs wrote."""
@@ -124,13 +139,15 @@ def report(
     from archlab.report import write_report
 
     plan, specs = _load(plan_path, profile, overrides, max_runs, check=False)
-    path = write_report(plan, specs, RunStore(runs_dir, plan.name), profile or plan.default_profile, console)
+    store = RunStore(runs_dir, plan.name)
+    path = write_report(plan, specs, store, profile or plan.default_profile, console)
+    store.push("REPORT.md", "report.html", "plots")
     console.print(f"report: {path}")
 
 
 @app.command()
 def status(
-    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: RunsDirOpt = Path("runs"),
+    plan_path: PlanArg, overrides: Overrides = None, profile: ProfileOpt = None, runs_dir: StoreOpt = "runs",
     max_runs: MaxRunsOpt = None,
 ) -> None:
     """Where a plan stands, without running anything: done / failed / pending per run, with the failure line."""

@@ -15,11 +15,40 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from archlab.errors import ArchlabError
 from archlab.plan.expand import RunSpec
 from archlab.plan.runner import Outcome, run_one
-from archlab.plan.store import RunDir, RunStore
-from archlab.train import RichProgress
+from archlab.plan.schema import RunConfig
+from archlab.plan.store import RunStore, single_process_store
+from archlab.train import Callback, RichProgress
 
 COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
            TimeElapsedColumn())
+
+
+class Uploader(Callback):
+    """With a remote run store: upload each new checkpoint as training goes, and everything at the end."""
+
+    def __init__(self, store: RunStore, run_id: str):
+        self.store, self.run_id, self.seen = store, run_id, ()
+
+    def on_step_end(self, trainer) -> None:
+        if self.store.mirror is None or not trainer.checkpoint_dir.is_dir():
+            return
+        names = tuple(sorted(p.name for p in trainer.checkpoint_dir.iterdir() if p.name.startswith("step-")))
+        if names != self.seen:
+            self.seen = names
+            self.store.push(self.run_id)
+
+    def on_train_end(self, trainer) -> None:
+        self.store.push(self.run_id)
+
+
+def run_staged(spec_id: str, config: RunConfig, store: RunStore, callbacks: list[Callback] | None = None) -> Outcome:
+    """``run_one`` on a store that may be remote: pull the run first, upload as it goes and when it ends."""
+    run = store.run(spec_id)
+    store.pull(spec_id)
+    try:
+        return run_one(config, run, [*(callbacks or []), Uploader(store, spec_id)])
+    finally:
+        store.push(spec_id)
 
 
 def _report(progress: Progress, outcome: Outcome) -> None:
@@ -38,7 +67,7 @@ def run_local(specs: list[RunSpec], store: RunStore, console: Console | None = N
             if run.is_done():
                 outcome = Outcome(spec.id, "done", "already done")
             else:
-                outcome = run_one(spec.config, run, [RichProgress(progress, f"  {spec.id}")])
+                outcome = run_staged(spec.id, spec.config, store, [RichProgress(progress, f"  {spec.id}")])
             outcomes.append(outcome)
             if on_outcome:
                 on_outcome(outcome)
@@ -47,22 +76,39 @@ def run_local(specs: list[RunSpec], store: RunStore, console: Console | None = N
     return outcomes
 
 
-def _run_remote(config_dict: dict, folder: str) -> Outcome:
-    from archlab.plan.schema import RunConfig
+def _run_remote(config_dict: dict, root: str, plan_name: str, run_id: str, callbacks: list[Callback]) -> Outcome:
+    """A Ray task: opens the store itself, so a remote store is staged on the worker's own disk. A retry
+    after a lost worker finds the run's last checkpoint (the dead worker's file lock went with it)."""
+    return run_staged(run_id, RunConfig.model_validate(config_dict), RunStore(root, plan_name), callbacks)
 
-    return run_one(RunConfig.model_validate(config_dict), RunDir(folder))
+
+def ray_resources(spec: RunSpec, num_cpus: float, num_gpus: float) -> dict[str, float]:
+    """A run's own ``resources`` (from the plan) over the executor's defaults."""
+    asked = spec.config.resources
+    cpus = asked.cpus if asked is not None and "cpus" in asked.model_fields_set else num_cpus
+    gpus = asked.gpus if asked is not None and asked.gpus is not None else num_gpus
+    return {"num_cpus": cpus, "num_gpus": gpus}
 
 
 def run_ray(specs: list[RunSpec], store: RunStore, console: Console | None = None, *, address: str | None = None,
-            num_cpus: float = 1, num_gpus: float = 0) -> list[Outcome]:
-    """Each pending run as a Ray task requesting ``num_cpus``/``num_gpus``; finished runs are skipped."""
+            num_cpus: float = 1, num_gpus: float = 0, max_retries: int = 3,
+            callbacks: list[Callback] | None = None) -> list[Outcome]:
+    """Each pending run as a Ray task with its resources (the plan's ``resources`` or ``num_cpus``/``num_gpus``);
+    finished runs are skipped; a task whose worker dies is retried up to ``max_retries`` times and resumes
+    from the run's last checkpoint. ``address``: ``auto`` (a running cluster), ``ray://host:10001`` (Ray
+    Client), or None (start a local one)."""
     try:
         import ray
     except ImportError:
         raise ArchlabError("the ray executor needs Ray: pip install 'archlab[ray]'") from None
+    single_process_store(store, "the ray executor")
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_run_remote)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except ConnectionError as exc:
+            raise ArchlabError(f"--ray-address {address}: no Ray cluster there ({_first_line(exc)}); start one with "
+                               f"`ray start --head` or leave the option out for a local one") from None
+    task = ray.remote(max_retries=max_retries, retry_exceptions=False)(_run_remote)
     outcomes: dict[str, Outcome] = {}
     pending = {}
     for spec in specs:
@@ -70,7 +116,8 @@ def run_ray(specs: list[RunSpec], store: RunStore, console: Console | None = Non
         if run.is_done():
             outcomes[spec.id] = Outcome(spec.id, "done", "already done")
         else:
-            pending[task.remote(spec.config.to_dict(), str(run.path.resolve()))] = spec.id
+            options = task.options(**ray_resources(spec, num_cpus, num_gpus))
+            pending[options.remote(spec.config.to_dict(), *store.source, spec.id, list(callbacks or []))] = spec.id
     with Progress(*COLUMNS, console=console or Console()) as progress:
         overall = progress.add_task(f"plan ({len(specs)} runs on ray)", total=len(specs), info="",
                                     completed=len(outcomes))
@@ -80,9 +127,15 @@ def run_ray(specs: list[RunSpec], store: RunStore, console: Console | None = Non
                 run_id = pending.pop(ref)
                 try:
                     outcome = ray.get(ref)
-                except Exception as exc:  # a worker that died: the run stays resumable
-                    outcome = Outcome(run_id, "failed", f"ray task failed: {type(exc).__name__}: {exc}")
+                except Exception as exc:  # retries exhausted: the run stays resumable
+                    outcome = Outcome(run_id, "failed", f"ray task failed after {max_retries} retries: "
+                                      f"{type(exc).__name__}: {_first_line(exc)}; run again to resume")
                 outcomes[run_id] = outcome
                 _report(progress, outcome)
                 progress.advance(overall)
     return [outcomes[s.id] for s in specs]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]

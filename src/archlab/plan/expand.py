@@ -200,4 +200,5 @@ def id_view(config: dict) -> dict:
     view = {**config, "train": train}
     if view.get("match", "") is None:  # no match asked: the key did not exist when older runs were named
         del view["match"]
+    view.pop("resources", None)  # where a run trains (GPUs, CPUs) is not what it computes
     return view

@@ -2,6 +2,12 @@
 
 Failures are recorded, not raised: a bad run is marked failed/diverged with a one-line message and the
 executor moves on; Ctrl-C or SIGTERM leaves the run resumable (status pending, last checkpoint kept).
+
+Under ``torchrun`` / ``accelerate launch`` every rank calls ``run_one``: rank 0 owns the run folder (lock,
+status, checkpoints, evals, export), the other ranks train alongside it and write nothing. A rank that
+dies takes the step's collective down with it: rank 0 records ``failed`` in one line (or is terminated by
+the launcher, recorded the same way) and the next start resumes from the last checkpoint, with the same
+or another world size.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from archlab.plan.schema import RunConfig
 from archlab.plan.store import RunDir, environment, try_lock
 from archlab.train import Callback, Diverged, Trainer
 from archlab.train.checkpoint import load_latest, remove_partial_saves
+from archlab.train.distributed import lost_peer, place
 from archlab.train.schedules import set_model_attribute
 
 
@@ -33,6 +40,8 @@ class Outcome:
 
 
 def run_one(config: RunConfig, run: RunDir, callbacks: list[Callback] | None = None) -> Outcome:
+    if not place().is_main:
+        return _run_follower(config, run, callbacks or [])
     lock = try_lock(run)
     if lock is None:
         return Outcome(run.id, "running", "locked by another executor; skipped")
@@ -42,9 +51,24 @@ def run_one(config: RunConfig, run: RunDir, callbacks: list[Callback] | None = N
         lock.release()
 
 
+class FallbackNotes(Callback):
+    """Records a resume that had to skip an unusable checkpoint, so the run's status and the report say so."""
+
+    def __init__(self):
+        self.notes: list[str] = []
+
+    def on_event(self, trainer, message: str) -> None:
+        if "corrupt or unusable" in message or "no usable checkpoint" in message:
+            self.notes.append(message)
+        elif message.startswith("resumed from") and self.notes:
+            self.notes.append(message)
+
+
 def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Outcome:
     if run.is_done():
         return Outcome(run.id, "done", "already done")
+    fallback = FallbackNotes()
+    callbacks = [*callbacks, fallback]
     remove_partial_saves(run.checkpoints)  # left by a kill during a save; we hold the run's lock
     run.write_config(config.to_dict())
     run.write_env(environment())
@@ -68,6 +92,10 @@ def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Ou
     except KeyboardInterrupt as exc:
         step = trainer.state.step if trainer else 0
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        if place().distributed and isinstance(exc, Terminated):  # the launcher stops every rank when one fails
+            _final_status(run, "failed", step=step, message=f"rank 0 {how} at step {step} (torchrun stops all "
+                          f"ranks when one fails); run again to resume from the last checkpoint")
+            raise
         _final_status(run, "pending", step=step, message=f"{how} at step {step}; run again to resume")
         raise
     except Diverged as exc:
@@ -78,11 +106,17 @@ def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Ou
         if disk_full(exc):
             return _final_status(run, "failed", message=f"disk full: no space left on the device holding "
                                  f"{run.path} ({exc.filename or exc}); free space and run again to resume")
+        if place().distributed and lost_peer(exc):
+            step = trainer.state.step if trainer else 0
+            return _final_status(run, "failed", step=step, message=f"a data-parallel rank was lost at step {step} "
+                                 f"({_first_line(exc)}); run again to resume from the last checkpoint")
         where = f"traceback in {run.error_log}" if run.record_error(traceback.format_exc()) \
             else "the traceback could not be written"
         return _final_status(run, "failed", message=f"{type(exc).__name__}: {exc} ({where})")
-    outcome = _final_status(run, "done", step=state.step, message=state.stop_reason, stop_reason=state.stop_reason,
-                            skipped_steps=state.skipped_steps, oom_backoffs=state.oom_backoffs,
+    notes = {"checkpoint_fallback": fallback.notes} if fallback.notes else {}
+    message = "; ".join(filter(None, [state.stop_reason, *fallback.notes]))
+    outcome = _final_status(run, "done", step=state.step, message=message, stop_reason=state.stop_reason,
+                            skipped_steps=state.skipped_steps, oom_backoffs=state.oom_backoffs, **notes,
                             **({"best_step": state.best_step, "best_metric": state.best_metric}
                                if config.train.load_best_model_at_end and state.best_step else {}))
     return _push(config, run, outcome) if config.train.push_to_hub else outcome
@@ -100,6 +134,26 @@ def _push(config: RunConfig, run: RunDir, outcome: Outcome) -> Outcome:
     with contextlib.suppress(OSError):
         run.set_status("done", **{**record, "push": note})
     return Outcome(outcome.run_id, "done", f"{outcome.message}; {note}" if outcome.message else note)
+
+
+def _run_follower(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Outcome:
+    """A rank other than 0: train in step with rank 0 (which resumes, checkpoints and evaluates); write nothing."""
+    try:
+        data = build_data(config.data)
+        trainer = Trainer(build_run_model(config, len(data.tokenizer)), data, config.train, run.path,
+                          callbacks=callbacks, checkpoint_frozen=config.model.pretrained is None,
+                          eval_values=config.eval_values())
+        state = trainer.fit()
+    except (Diverged, ArchlabError) as exc:
+        return Outcome(run.id, "failed", str(exc))
+    except Exception as exc:
+        return Outcome(run.id, "failed", f"rank {place().rank}: {type(exc).__name__}: {_first_line(exc)}")
+    return Outcome(run.id, "done", f"rank {place().rank} trained {state.step} steps")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def _final_status(run: RunDir, status: str, message: str = "", **extra) -> Outcome:

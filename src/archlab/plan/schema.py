@@ -21,6 +21,15 @@ DEFAULT_EVALS = [{"name": "loss"}, {"name": "generate_samples"}]
 DEFAULT_MASKED_DIFFUSION_EVALS = [{"name": "masked_loss"}]
 
 
+class Resources(Config):
+    """What one run asks of an executor: where it runs, not what it computes (not part of its id)."""
+
+    gpus: int | None = Field(None, ge=0, description="GPUs the run needs: the local pool waits for this many free "
+                             "ones (more than 1: one torchrun rank per GPU, DDP); ray requests them; default: 1 "
+                             "with --gpus, else 0")
+    cpus: float = Field(1, gt=0, description="ray: CPUs requested for the run's task")
+
+
 class RunConfig(Config):
     """Everything one run needs; written resolved to runs/<plan>/<run-id>/config.yaml."""
 
@@ -35,6 +44,14 @@ class RunConfig(Config):
     )
     match: MatchConfig | None = Field(None, description="match: params sizes this run's width (or depth, match.by) "
                                       "to the baseline's parameter count within 2%, at plan time")
+    resources: Resources | None = Field(None, description="executor requests: {gpus: k, cpus: c}; placement "
+                                        "only, so it is not part of the run id")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if data.get("resources") is None:  # a run that asks nothing writes the config.yaml it always did
+            data.pop("resources", None)
+        return data
 
     @model_validator(mode="after")
     def _objective(self) -> RunConfig:

@@ -68,8 +68,14 @@ def write_report(plan: PlanConfig, specs: list[RunSpec], store: RunStore, profil
         lines += [f"![{image.stem}](plots/{image.name})\n" for image in view.images]
     lines += ["## Runs", "", "| Run id | Sections | Status |", "|---|---|---|"]
     lines += [f"| `{r.spec.id}` | {', '.join(r.spec.sections)} | {r.status}"
-              + (f": {r.error or r.message}" if r.status in ("failed", "diverged") else "") + " |" for r in rows]
+              + (f": {r.error or r.message}" if r.status in ("failed", "diverged")
+                 else f" — {_cell(r.message)}" if r.message else "")  # e.g. which corrupt checkpoint it skipped
+              + " |" for r in rows]
     report = store.file("REPORT.md")
     atomic_write(report, "\n".join(lines) + "\n")
     write_html(store.file("report.html"), plan, rows, baseline, sections, views, profile)
     return report
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")

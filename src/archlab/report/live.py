@@ -12,7 +12,8 @@ from rich.table import Table
 
 from archlab.evals.lib.views import fmt
 from archlab.plan import RunSpec, RunStore
-from archlab.plan.runner import Outcome, run_one
+from archlab.plan.executor import run_staged
+from archlab.plan.runner import Outcome
 from archlab.train import Callback
 
 
@@ -98,7 +99,7 @@ def run_local_live(specs: list[RunSpec], store: RunStore, console: Console, titl
                 row.status = "done"
                 continue
             row.status = "starting"
-            outcome = run_one(spec.config, run, [LiveRun(row)])
+            outcome = run_staged(spec.id, spec.config, store, [LiveRun(row)])  # a remote store: pull, upload
             row.status = outcome.status
             if outcome.status in ("failed", "diverged"):
                 row.note = outcome.message

@@ -79,7 +79,11 @@ def torch_embedding():
 def run_size(config: RunConfig | None) -> Size | None:
     if config is None:
         return None
-    return _size(json.dumps(config.to_dict(), sort_keys=True, default=str))
+    # only what shapes the model is in the key: a sweep over learning rates or seeds builds one model, not 1,000
+    data = config.to_dict()
+    key = {**data, "train": {k: data["train"][k] for k in ("trainable", "objective") if k in data["train"]},
+           "eval": []}
+    return _size(json.dumps(key, sort_keys=True, default=str))
 
 
 def human(n: float | None) -> str:

@@ -35,6 +35,7 @@ from archlab.train import best
 from archlab.train import checkpoint as ckpt
 from archlab.train.callbacks import Callback
 from archlab.train.config import TrainConfig
+from archlab.train.distributed import NoMetrics, cpu_ddp_if_no_accelerator
 from archlab.train.objectives import causal_lm_sum, scored_tokens, token_weight
 from archlab.train.optim import build_optimizer
 from archlab.train.schedules import TRAINER_ATTRIBUTES, build_schedule, evaluation_values, set_model_attribute
@@ -96,12 +97,15 @@ class Trainer:
         _check_trackers(cfg.report_to)
         if accelerator is None:
             _allow_precision_change(mixed)
+        cpu_ddp_if_no_accelerator()
         self.accelerator = accelerator or Accelerator(
             mixed_precision=mixed, log_with=cfg.report_to or None,
             project_dir=tracker_project_dir(cfg.report_to, self.run_dir),
         )
         run = RunDir(self.run_dir)
         self.metrics, self.checkpoint_dir = run.metrics, run.checkpoints
+        if not self.accelerator.is_main_process:  # rank 0 owns the run folder; other ranks log nothing
+            self.metrics = NoMetrics()
         apply_trainable(model, cfg.trainable)
         if cfg.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable()
