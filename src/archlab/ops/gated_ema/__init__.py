@@ -52,12 +52,12 @@ def gated_ema(
     if not isinstance(v, torch.Tensor) or v.ndim != 3:
         raise ValueError(f"v must be a 3-d tensor [B, T, D], got {getattr(v, 'shape', type(v).__name__)}")
     B, T, D = v.shape
-    if log_decay.shape == (D,):
-        log_decay = log_decay.expand(B, T, D)
-    if tuple(log_decay.shape) != (B, T, D):
+    if tuple(log_decay.shape) != (D,) and tuple(log_decay.shape) != (B, T, D):
         raise ValueError(f"log_decay must have shape [B, T, D] = {(B, T, D)} or [D], got {tuple(log_decay.shape)}")
     if initial_state is not None and tuple(initial_state.shape) != (B, D):
         raise ValueError(f"initial_state must have shape [B, D] = {(B, D)}, got {tuple(initial_state.shape)}")
+    if impl == "naive" and log_decay.ndim == 1:
+        log_decay = log_decay.expand(B, T, D)
     fn = gated_ema_naive if impl == "naive" else gated_ema_chunk
     return fn(v, log_decay, initial_state_BD=initial_state, output_final_state=output_final_state,
               chunk_size=chunk_size)
