@@ -224,3 +224,8 @@ def eval_views(rows: list[RunRow], plots_dir: Path) -> list[Section]:
         if section is not None:
             sections.append(section)
     return sections
+
+# seed 004: the success-criteria table (met / not met from measured numbers); its own module
+from archlab.report.byte_latent_view import criteria_view  # noqa: E402
+
+VIEWS.append(criteria_view)
