@@ -59,7 +59,7 @@ def _cell(row: RunRow, source: str, metric: str, threshold: float, below: bool) 
 def criteria_view(rows: list[RunRow], plots: Path) -> Section | None:
     """One row per criterion, one column per run of the plan with a byte-level or patching model."""
     have = [r for r in rows if r.evals]
-    if not any(getattr(r.spec.config.model, "arch", None) == "byte_latent" for r in have):
+    if not any(getattr(getattr(r.spec.config, "model", None), "arch", None) == "byte_latent" for r in have):
         return None
     header = ["Criterion (seed 004)", *[r.spec.title for r in have]]
     body = [[label, *[_cell(r, source, metric, threshold, below) for r in have]]
