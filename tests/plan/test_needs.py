@@ -82,3 +82,13 @@ def test_the_dependent_trains_on_the_model_its_dependency_exported(tmp_path, cor
     latent_model = AutoModelForCausalLM.from_pretrained(store.run(latent.id).model_dir)
     for name, p in trained.state_dict().items():
         assert p.equal(latent_model.entropy_model.state_dict()[name]), name
+
+
+def test_archlab_plan_refuses_a_needs_key_the_architecture_lacks(corpus_dir):
+    from archlab.plan.validate import validate_plan
+
+    plan = _plan(corpus_dir)
+    plan["include"][0]["needs"] = {"model.config.entropy_model_pth": "entropy"}
+    parsed = PlanConfig.parse(plan)
+    with pytest.raises(ArchlabError, match="needs key 'model.config.entropy_model_pth'.*did you mean 'entropy_model_path'"):
+        validate_plan(parsed, expand(parsed))
