@@ -199,3 +199,13 @@ def test_sizes_have_the_seeds_parameter_counts():
     counts = {s: parameter_count(ByteLatentConfig(size=s, patching="static")) / 1e6 for s in SIZES}
     assert 4 < counts["tiny"] < 6 and 40 < counts["small"] < 60
     assert 170 < counts["base"] < 250 and 700 < counts["large"] < 950, counts
+
+
+def test_hash_ngrams_depend_on_exactly_the_last_n_bytes():
+    from archlab.nn.byte_latent import rolling_hashes
+
+    x = torch.tensor([[5, 6, 7, 1, 5, 6, 7, 2, 6, 7]])
+    h = rolling_hashes(x, 3, 1 << 20)
+    assert h[0, 2] == h[0, 6]  # both end "5 6 7"
+    assert h[0, 9] != h[0, 2]  # "2 6 7" differs in its oldest byte
+    assert h[0, 0] != h[0, 1] and rolling_hashes(torch.tensor([[0]]), 3, 1 << 20)[0, 0] != 0  # pad != byte 0
