@@ -16,7 +16,7 @@ from pydantic import Field
 from archlab.config import Config
 from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
-from archlab.evals.lib.ppl import default_window, encode_text, stream_loss
+from archlab.evals.lib.ppl import default_window, encode_text, stream_loss, utf8_prefix
 from archlab.evals.lib.texts import corpus_documents
 from archlab.evals.lib.views import simple_view
 from archlab.models.scoring import LossTotals
@@ -31,6 +31,8 @@ class LongPPLParams(Config):
     window: int | None = Field(None, ge=2, description="tokens per forward pass; default the model's max "
                                "length (at most 2048)")
     stride: int | None = Field(None, ge=1, description="new tokens scored per window; default window // 2")
+    max_bytes: int | None = Field(None, ge=2, description="truncate each document to this many UTF-8 bytes before "
+                                  "tokenizing, so models with different tokenizers score the same bytes")
 
 
 def load_documents(source: str) -> list[tuple[str, str]]:
@@ -53,6 +55,8 @@ def long_document_perplexity(ctx: EvalContext, params: LongPPLParams) -> EvalRes
     totals, items = LossTotals(), []
     by_position = torch.zeros(len(POSITION_EDGES)), torch.zeros(len(POSITION_EDGES))
     for name, text in load_documents(params.source)[: params.max_documents]:
+        if params.max_bytes is not None:
+            text = utf8_prefix(text, params.max_bytes)
         ids = encode_text(ctx.tokenizer, text)[: params.max_tokens]
         if len(ids) < 2:
             continue
@@ -73,7 +77,7 @@ def long_document_perplexity(ctx: EvalContext, params: LongPPLParams) -> EvalRes
         n=totals.tokens,
         headline="bits_per_byte",
         details={"documents": len(items), "bytes": totals.bytes, "window": window, "stride": stride,
-                 "max_tokens": params.max_tokens, "source": params.source, "loss_by_position": curve},
+                 "max_tokens": params.max_tokens, "max_bytes": params.max_bytes, "source": params.source, "loss_by_position": curve},
         items=items,
     )
 

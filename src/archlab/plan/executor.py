@@ -62,7 +62,7 @@ def run_local(specs: list[RunSpec], store: RunStore, console: Console | None = N
     outcomes = []
     with Progress(*COLUMNS, console=console or Console()) as progress:
         overall = progress.add_task(f"plan ({len(specs)} runs)", total=len(specs), info="")
-        for spec in specs:
+        for spec in dependencies_first(specs):
             run = store.run(spec.id)
             if run.is_done():
                 outcome = Outcome(spec.id, "done", "already done")
@@ -74,6 +74,28 @@ def run_local(specs: list[RunSpec], store: RunStore, console: Console | None = N
             _report(progress, outcome)
             progress.advance(overall)
     return outcomes
+
+
+def dependencies_first(specs: list[RunSpec]) -> list[RunSpec]:
+    """Plan order, moved only as far as needed so that every run comes after the runs it ``needs``."""
+    by_id = {s.id: s for s in specs}
+    ordered: list[RunSpec] = []
+    placed: set[str] = set()
+
+    def place(spec: RunSpec, path: tuple[str, ...]) -> None:
+        if spec.id in placed:
+            return
+        if spec.id in path:
+            raise ArchlabError(f"runs {' -> '.join(path + (spec.id,))} need each other in a cycle")
+        for dep in spec.config.needs.values():
+            if dep in by_id:
+                place(by_id[dep], path + (spec.id,))
+        placed.add(spec.id)
+        ordered.append(spec)
+
+    for spec in specs:
+        place(spec, ())
+    return ordered
 
 
 def _run_remote(config_dict: dict, root: str, plan_name: str, run_id: str, callbacks: list[Callback]) -> Outcome:

@@ -136,8 +136,11 @@ def expand(plan: PlanConfig, profile: str | None = None, overrides: dict[str, An
                            f"shrink its matrix or pass --max-runs {planned}")
     specs: dict[str, RunSpec] = {}
     names: dict[str, str] = {}
-    for block in blocks:
+    for block in _dependencies_first(plan, blocks):
+        needs = {key: specs[names[dep]].id for key, dep in block.needs.items()}
         for config, labels, section, name in expander.block_runs(block, plan.section or DEFAULT_SECTION):
+            if needs:  # part of the config, so the run's id changes when what it depends on changes
+                config = RunConfig.parse({**config.to_dict(), "needs": needs}, where=f"plan '{plan.name}'")
             digest = config_hash(id_view(config.to_dict()))
             if name is not None:
                 if names.setdefault(name, digest) != digest:
@@ -173,6 +176,33 @@ def resolve_matches(plan: PlanConfig, specs: list[RunSpec]) -> list[RunSpec]:
             spec = RunSpec(f"{spec.id.rsplit('-', 1)[0]}-{digest[:6]}", spec.labels, config, spec.sections, spec.name)
         out.append(spec)
     return out
+
+
+def _dependencies_first(plan: PlanConfig, blocks: list[Block]) -> list[Block]:
+    """Blocks in plan order, except that a block comes after the named blocks its ``needs`` refer to."""
+    named = {b.name for b in blocks if b.name}
+    for block in blocks:
+        for key, dep in block.needs.items():
+            if dep not in named:
+                raise ArchlabError(f"plan '{plan.name}': needs.{key} names run '{dep}', but no block has that name"
+                                   f"{did_you_mean(dep, named)} (give the single-run block 'name: {dep}')")
+            if key.split(".")[0] not in RunConfig.model_fields or key.split(".")[0] == "needs":
+                raise ArchlabError(f"plan '{plan.name}': needs key '{key}' is not a dotted run config key "
+                                   f"(e.g. model.config.entropy_model_path)")
+    ordered: list[Block] = []
+    done: set[str] = set()
+    pending = list(blocks)
+    while pending:
+        ready = [b for b in pending if set(b.needs.values()) <= done]
+        if not ready:
+            raise ArchlabError(f"plan '{plan.name}': the 'needs' of blocks {[b.name or b.section for b in pending]} "
+                               f"form a cycle")
+        for block in ready:
+            ordered.append(block)
+            pending.remove(block)
+            if block.name:
+                done.add(block.name)
+    return ordered
 
 
 def varied_keys(specs: list[RunSpec]) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM
 
+from archlab.config import deep_merge, expand_dotted
 from archlab.data import build_data
 from archlab.errors import ArchlabError, Terminated
 from archlab.evals import run_eval
@@ -75,6 +76,7 @@ def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Ou
     run.set_status("running")
     trainer = None
     try:
+        config = resolve_needs(config, run)
         with run.heartbeat():
             data = build_data(config.data)
             # frozen weights of a pretrained base are re-read from its files, so checkpoints skip them
@@ -154,6 +156,27 @@ def _run_follower(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> 
 def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def resolve_needs(config: RunConfig, run: RunDir) -> RunConfig:
+    """The config with every ``needs`` key set to the exported model folder of the run it names.
+
+    Raises:
+        ArchlabError: (one line) when a needed run is not done or exported no model.
+    """
+    if not config.needs:
+        return config
+    data = config.to_dict()
+    for key, run_id in config.needs.items():
+        dep = RunDir(run.path.parent / run_id)
+        if not dep.is_done():
+            record = dep.status()
+            why = f": {record['message']}" if record.get("message") else ""
+            raise ArchlabError(f"needs run {run_id} (for {key}), which is {record.get('status', 'pending')}{why}")
+        if not dep.model_dir.is_dir():
+            raise ArchlabError(f"needs run {run_id} (for {key}), which exported no model folder ({dep.model_dir})")
+        data = deep_merge(data, expand_dotted({key: str(dep.model_dir.resolve())}))
+    return RunConfig.parse(data, where=f"{run.path.name} (needs)")
 
 
 def _final_status(run: RunDir, status: str, message: str = "", **extra) -> Outcome:

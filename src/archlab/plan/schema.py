@@ -91,6 +91,16 @@ class RunConfig(Config):
             self.graft.eval_mag_weight = spec.eval_value if spec is not None else self.graft.mag_weight
         return self
 
+    needs: dict[str, str] = Field(default_factory=dict, description="dotted config key -> id of another run of the "
+                                  "plan whose exported model folder the key is set to when this run starts (written "
+                                  "by the plan's block 'needs'; the executor runs that run first)")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if not data.get("needs"):
+            data.pop("needs", None)  # runs without dependencies keep the ids they had before the key existed
+        return data
+
     def eval_values(self) -> dict[str, float]:
         """Scheduled model attributes and the values every evaluation sets them to (e.g. mag_weight)."""
         values = {name: float(spec.eval_value) for name, spec in self.train.schedules.items()
@@ -113,6 +123,10 @@ class Block(Config):
     matrix: dict[str, list[Any]] = Field(default_factory=dict, description="axis -> labels, or dotted key -> values")
     set: dict[str, Any] = Field(default_factory=dict, description="axis labels or dotted keys fixed for these runs")
     description: str = Field("", description="shown under the section title in the report")
+    needs: dict[str, str] = Field(default_factory=dict, description="dotted config key -> name of a single-run "
+                                  "block whose trained model folder it receives at run time (e.g. "
+                                  "{model.config.entropy_model_path: entropy}); that run goes first, and these "
+                                  "runs fail with one line if it did not finish")
 
 
 class Profile(Config):

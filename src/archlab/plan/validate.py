@@ -109,6 +109,7 @@ def check_metrics(plan: PlanConfig, specs: list[RunSpec]) -> None:
 def check_run(config: RunConfig, where: str, checks: Checks | None = None) -> None:
     """One run's checks; ``checks`` shares results between runs with equal parts."""
     checks = checks or Checks()
+    _check_needs(config, where)
     checks.once("settings", {"train": config.train.to_dict(), "model": config.model.to_dict()},
                 lambda: _check_settings(config, where))
     for spec in config.eval:
@@ -126,6 +127,21 @@ def check_run(config: RunConfig, where: str, checks: Checks | None = None) -> No
             "trainable": config.train.trainable, "schedules": sorted(config.train.schedules),
             "vocab": len(tokenizer), "seq": _sequence_length(config)}
         checks.once("model", parts, lambda: _check_model(config, len(tokenizer), where))
+
+
+def _check_needs(config: RunConfig, where: str) -> None:
+    """A ``needs`` key is a config key the run has (model.config keys: of its architecture's config class)."""
+    from archlab.models.registry import ARCHITECTURES
+    from archlab.models.spec import config_keys
+
+    for key in config.needs:
+        _check_config_key(key, f"{where}: needs")
+        _, _, name = key.partition("model.config.")
+        if key.startswith("model.config.") and config.model.pretrained is None and config.model.hf_config is None:
+            valid = config_keys(ARCHITECTURES.get(config.model.arch).config_class)
+            if name not in valid:
+                raise ArchlabError(f"{where}: needs key '{key}' is no config key of architecture "
+                                   f"'{config.model.arch}'{did_you_mean(name, valid)}")
 
 
 def _check_settings(config: RunConfig, where: str) -> None:

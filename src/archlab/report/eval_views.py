@@ -55,3 +55,8 @@ VIEWS.append(best_checkpoint_view)
 def eval_views(rows: list[RunRow], plots_dir: Path) -> list[Section]:
     """Every eval section as (title, markdown, images)."""
     return [(v.title, v.markdown, v.images) for v in eval_sections(rows, plots_dir)]
+
+# seed 004: the success-criteria table (met / not met from measured numbers); its own module
+from archlab.report.byte_latent_view import criteria_view  # noqa: E402
+
+VIEWS.append(criteria_view)
