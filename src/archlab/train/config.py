@@ -58,7 +58,10 @@ class TrainConfig(Config):
     save_steps: int = Field(0, ge=0, description="checkpoint every N steps (0: only at the end)")
     save_total_limit: int = Field(2, ge=1, description="checkpoints kept (oldest deleted first)")
     seed: int = Field(42, description="seed of weights init, data order and dropout")
-    bf16: bool = Field(False, description="bfloat16 autocast")
+    bf16: bool | Literal["auto"] = Field(
+        "auto", description="bfloat16 autocast; auto: bf16 on CUDA with bf16 support and on CPUs with native bf16 "
+        "(avx512_bf16/AMX), fp16 with loss scaling on CUDA without it (T4), fp32 otherwise (weights and optimizer "
+        "state stay fp32; env.json records the precision used)")
     fp16: bool = Field(False, description="float16 autocast with loss scaling")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
     early_stopping_patience: int = Field(0, ge=0, description="stop after N evaluations without improvement (0 off)")
@@ -74,6 +77,13 @@ class TrainConfig(Config):
         default_factory=dict, description="parameter schedules by target attribute, e.g. {mag_weight: {type: "
         "constant, value: 0.5}}; set on every module with that attribute before each optimizer step"
     )
+    torch_compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile the model for training; auto: never for runs under 100 steps, else "
+        "probe 5 eager steps (median time t of the last 4) and compile when remaining_steps * t * (1 - 1/1.2) "
+        "exceeds the compile time last measured on this machine (60 s before the first); the measured compile "
+        "time is logged in metrics.jsonl")
+    torch_compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None \
+        = Field(None, description="torch.compile mode (None: torch's default)")
     trainable: list[str] | None = Field(
         None, description="glob patterns of parameter names to train (fnmatch); None trains every parameter "
         "that requires grad"
@@ -88,6 +98,6 @@ class TrainConfig(Config):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.bf16 and self.fp16:
+        if self.bf16 is True and self.fp16:
             raise ValueError("bf16 and fp16 cannot both be true")
         return self
