@@ -172,6 +172,16 @@ def load_hf_gated() -> tuple[Callable | None, str]:
     return getattr(fn, "__wrapped__", fn), "transformers.models.qwen3_next.torch_chunk_gated_delta_rule"
 
 
+def _gated_rows(x: dict, g: torch.Tensor, zero: torch.Tensor, hf_fn: Callable) -> dict[str, Callable[[], None]]:
+    a = (x["q"], x["k"], x["v"], x["beta"])
+    return {
+        "archlab no g": fwd_bwd(lambda: delta_rule(*a, impl="chunk", chunk_size=64)[0]),
+        "archlab g": fwd_bwd(lambda: delta_rule(*a, g=g, impl="chunk", chunk_size=64)[0]),
+        "HF no g": fwd_bwd(lambda: hf_fn(x["q"], x["k"], x["v"], zero, x["beta"], chunk_size=64)[0]),
+        "HF g": fwd_bwd(lambda: hf_fn(x["q"], x["k"], x["v"], g, x["beta"], chunk_size=64)[0]),
+    }
+
+
 def bench_vs_hf(lengths: list[int], repeats: int, hf_fn: Callable) -> str:
     import statistics
 
@@ -183,13 +193,7 @@ def bench_vs_hf(lengths: list[int], repeats: int, hf_fn: Callable) -> str:
         x = make_inputs(T, None)
         g = (-torch.rand(B, T, H) * 0.1).requires_grad_()
         zero = torch.zeros(B, T, H)
-        a = (x["q"], x["k"], x["v"], x["beta"])
-        rows = {
-            "archlab no g": fwd_bwd(lambda: delta_rule(*a, impl="chunk", chunk_size=64)[0]),
-            "archlab g": fwd_bwd(lambda: delta_rule(*a, g=g, impl="chunk", chunk_size=64)[0]),
-            "HF no g": fwd_bwd(lambda: hf_fn(x["q"], x["k"], x["v"], zero, x["beta"], chunk_size=64)[0]),
-            "HF g": fwd_bwd(lambda: hf_fn(x["q"], x["k"], x["v"], g, x["beta"], chunk_size=64)[0]),
-        }
+        rows = _gated_rows(x, g, zero, hf_fn)
         times: dict[str, list[float]] = {n: [] for n in rows}
         for fn in rows.values():
             fn()

@@ -61,7 +61,7 @@ class ArchlabRow:
             times = []
             probing = self.torch_compile == "auto" and trainer.compile.decided is None
             n = warmup + steps + (5 if probing else 0)
-            for i in range(n):
+            for _ in range(n):
                 start = time.perf_counter()
                 trainer._optimizer_step(trainer.sampler.indices(trainer.state.position))
                 elapsed = time.perf_counter() - start

@@ -25,23 +25,23 @@ from transformers import get_scheduler
 from archlab.data import DataBundle, EpochSampler
 from archlab.errors import ArchlabError
 from archlab.hardware import PRECISION_DTYPES, device_name, matmul_peak_flops
+from archlab.models.flops import training_flops_per_token
 from archlab.models.masked_diffusion import (
     MaskedTotals,
     masked_diffusion_loss_sum,
     row_seed,
     score_masked_batch,
 )
-from archlab.models.flops import training_flops_per_token
 from archlab.models.scoring import LossTotals, score_batch
 from archlab.rundir import RunDir
 from archlab.train import checkpoint as ckpt
-from archlab.train.callbacks import Callback
 from archlab.train.acceleration import (
     CompileDecision,
     accelerate_precision,
     remember_compile_seconds,
     resolve_precision,
 )
+from archlab.train.callbacks import Callback
 from archlab.train.config import TrainConfig
 from archlab.train.objectives import causal_lm_sum, scored_tokens, token_weight
 from archlab.train.optim import build_optimizer
