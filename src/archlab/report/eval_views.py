@@ -212,7 +212,8 @@ VIEWS = [
     _simple("speed", "Speed (measured)",
             [("train tok/s", "train_tokens_per_second"), ("train bytes/s", "train_bytes_per_second"),
              ("gen tok/s", "generate_tokens_per_second"), ("gen bytes/s", "generate_bytes_per_second"),
-             ("ms/token", "latency_ms_per_token")], details=("seq_len", "batch_size", "device")),
+             ("ms/token", "latency_ms_per_token"), ("train FLOP/s", "train_flops_per_second"), ("MFU", "mfu")],
+            details=("seq_len", "batch_size", "device", "precision")),
 ]
 
 
