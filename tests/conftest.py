@@ -34,6 +34,9 @@ def tiny_decoder(vocab: int, seed: int = 0, **overrides):
 def _private_cache(tmp_path_factory):
     os.environ["ARCHLAB_CACHE"] = str(tmp_path_factory.mktemp("archlab_cache"))
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    # bf16: auto would pick bf16 on a CPU with AMX; the suite's numbers are fp32 ones (the selection itself is
+    # tested in tests/train/test_acceleration.py with the probe mocked)
+    os.environ["ARCHLAB_NATIVE_BF16"] = "0"
     torch.set_num_threads(2)
     yield
 

@@ -258,3 +258,15 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_hash(data: dict[str, Any], length: int = 8) -> str:
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def later_defaults(cls: type[Config], first: frozenset[str]) -> dict[str, Any]:
+    """Fields of ``cls`` added after the keys ``first``, with their defaults as a config dict writes them: at
+    these values a run id leaves them out, so adding a key does not rename, and re-run, every finished run."""
+    out = {}
+    for name, field in cls.model_fields.items():
+        if name in first or field.is_required():
+            continue
+        default = field.get_default(call_default_factory=True)
+        out[name] = default.model_dump(mode="json") if isinstance(default, Config) else default
+    return out

@@ -72,6 +72,7 @@ class MetricsLog:
 class RunDir:
     CONFIG, STATUS, METRICS, ENV, ERROR_LOG = "config.yaml", "status.json", "metrics.jsonl", "env.json", "error.log"
     SAMPLES, EVAL, CHECKPOINTS, MODEL, LOCK = "samples.jsonl", "eval", "checkpoints", "model", ".lock"
+    SUMMARY = "summary.json"  # training totals: precision, compile, flops_per_token, train_flops
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -184,6 +185,28 @@ class RunDir:
     def write_env(self, env: dict[str, Any]) -> None:
         atomic_write(self.path / self.ENV, json.dumps(env, indent=1))
 
+    def read_env(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / self.ENV).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def update_env(self, extra: dict[str, Any]) -> None:
+        """Add keys to env.json (e.g. the precision a run resolved once its trainer was built)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.write_env({**self.read_env(), **extra})
+
+    def summary(self) -> dict[str, Any]:
+        """Training totals (precision, compile, ``flops_per_token``, ``train_flops``); {} before training."""
+        try:
+            return json.loads((self.path / self.SUMMARY).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def update_summary(self, values: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path / self.SUMMARY, json.dumps({**self.summary(), **values}, indent=1, default=float))
+
     def record_error(self, text: str) -> bool:
         """Write error.log; False (and no empty file) when it cannot be written, e.g. on a full disk."""
         try:
@@ -212,12 +235,6 @@ class RunDir:
     # ----------------------------------------------------------------------- readers for the report
     def read_samples(self) -> list[dict[str, Any]]:
         return MetricsLog(self.path / self.SAMPLES).read()  # same format: one JSON object a line
-
-    def read_env(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.path / self.ENV).read_text())
-        except (OSError, ValueError):
-            return {}
 
     def error_line(self) -> str:
         """The last line of error.log (the exception), or ''."""

@@ -91,7 +91,7 @@ def test_continual_memorizes_train_parts_never_heldout(byte_tok, make_ctx, tmp_p
 
 def test_memorize_continues_the_memory_and_scoring_starts_from_it():
     model = hope(64)
-    a, b = torch.randint(0, 64, (1, 10)), torch.randint(0, 64, (1, 6))
+    a, _b = torch.randint(0, 64, (1, 10)), torch.randint(0, 64, (1, 6))
     with torch.no_grad():
         model.memorize(a)
         once = {i: dict(m) for i, m in model._memory.items()}

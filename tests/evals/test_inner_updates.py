@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from archlab.evals.inner_updates import InnerUpdatesParams, inner_updates, verdict
-from archlab.models import ARCHITECTURES, HopeConfig, HopeForCausalLM
-from archlab.evals.inner_updates import inner_updates_view
+from archlab.evals.inner_updates import InnerUpdatesParams, inner_updates, inner_updates_view, verdict
 from archlab.evals.lib.views import EvalRun
+from archlab.models import ARCHITECTURES, HopeConfig, HopeForCausalLM
 
 
 def _hope(vocab: int, **over) -> HopeForCausalLM:

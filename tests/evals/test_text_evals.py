@@ -97,3 +97,11 @@ def test_speed_reports_bytes_per_second_with_its_length(bpe_tok, make_ctx):
     ratio = result.metrics["train_bytes_per_second"] / result.metrics["train_tokens_per_second"]
     assert 2.0 < ratio < 6.0  # the embedded BPE packs ~3 bytes of English into a token
     assert result.details["seq_len"] == 32 and "generate_bytes_per_second" in result.metrics
+
+
+def test_speed_reports_mfu_from_counted_flops(bpe_tok, make_ctx):
+    result = speed(make_ctx(tiny_model(len(bpe_tok)), bpe_tok), SpeedParams(seq_len=32, batch_size=2,
+                                                                           train_iters=1, gen_tokens=4))
+    m, d = result.metrics, result.details
+    assert m["train_flops_per_second"] == pytest.approx(d["flops_per_token"] * m["train_tokens_per_second"])
+    assert 0 < m["mfu"] < 1 and m["mfu"] == pytest.approx(m["train_flops_per_second"] / d["matmul_peak_flops"])

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from archlab.config import Config
+from archlab.config import Config, later_defaults
 
 
 class WordLevelOptions(Config):
@@ -79,3 +79,12 @@ class DataConfig(Config):
             raise ValueError("tokenizer 'word_level' makes one padded example per line window: set packing: pad "
                              "(the window is max_length) and leave mask_prompt false")
         return self
+
+
+# The keys runs were first named with; keys added later are left out of the run id at their defaults
+# (see archlab.train.config.FIRST_TRAIN_KEYS).
+FIRST_DATA_KEYS = frozenset(
+    "source name format text_field template mask_prompt tokenizer add_mask_token packing block_size max_length "
+    "padding fraction max_train_samples validation_fraction test_fraction validation_samples test_samples "
+    "max_eval_blocks split_seed".split())
+NOT_IN_RUN_ID = later_defaults(DataConfig, FIRST_DATA_KEYS)

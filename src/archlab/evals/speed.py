@@ -41,7 +41,7 @@ def _bytes_of(ctx: EvalContext, ids: torch.Tensor) -> int:
 
 
 SPEED_METRICS = ("train_tokens_per_second", "train_bytes_per_second", "generate_tokens_per_second",
-                 "generate_bytes_per_second", "latency_ms_per_token")
+                 "generate_bytes_per_second", "latency_ms_per_token", "train_flops_per_second", "mfu")
 
 
 @register_eval("speed", SpeedParams, metrics=SPEED_METRICS, objectives=ANY_OBJECTIVE)
@@ -73,6 +73,14 @@ def speed(ctx: EvalContext, params: SpeedParams) -> EvalResult:
     generated = out.shape[1] - prompt.shape[1]
     tokens = params.batch_size * params.seq_len
     gen_bytes = len(ctx.tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True).encode("utf-8"))
+    # MFU as nanoGPT / torchtitan report it: counted training FLOPs per token (every matmul, LM head and
+    # attention included) x tokens/s, over this machine's measured fp32 matmul peak (the timed steps run fp32)
+    from archlab.hardware import matmul_peak_flops
+    from archlab.models.flops import training_flops_per_token
+
+    flops_per_token = training_flops_per_token(model, params.seq_len, device=device)
+    peak = matmul_peak_flops(device, torch.float32)
+    achieved = flops_per_token * tokens / train_s
     return EvalResult(
         metrics={
             "train_tokens_per_second": tokens / train_s,
@@ -80,12 +88,15 @@ def speed(ctx: EvalContext, params: SpeedParams) -> EvalResult:
             "generate_tokens_per_second": generated / gen_s,
             "generate_bytes_per_second": gen_bytes / gen_s,
             "latency_ms_per_token": 1000 * gen_s / max(generated, 1),
+            "train_flops_per_second": achieved,
+            "mfu": achieved / peak,
         },
         n=params.train_iters,
         headline="train_tokens_per_second",
         details={"seq_len": params.seq_len, "batch_size": params.batch_size, "device": str(device),
                  "train_text": "embedded wiki validation text", "generate_prompt_tokens": int(prompt.shape[1]),
-                 "generate_tokens": int(generated),
+                 "generate_tokens": int(generated), "flops_per_token": flops_per_token,
+                 "matmul_peak_flops": peak, "precision": "fp32",
                  "generate_bytes_note": "UTF-8 bytes of the decoded greedy output (an untrained model may "
                                         "emit special tokens with no bytes)"},
     )

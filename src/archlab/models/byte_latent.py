@@ -323,7 +323,6 @@ class ByteLatentForCausalLM(ByteLatentPreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------------------------------ forward
     def hidden_states(self, ids_BT: torch.Tensor) -> torch.Tensor:
-        cfg = self.config
         B, T = ids_BT.shape
         x = self.embed_bytes(ids_BT)
         if self.hash_ngrams is not None:

@@ -254,25 +254,41 @@ class ArchlabTransformerModel(ArchlabTransformerPreTrainedModel):
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         past = cache_length(cache) if use_cache else 0
+        # Whether the mask pads anything is read off the tensor only in eager mode: under torch.compile that
+        # read would break the graph, so a given mask is used as is (the same outputs; the trainer drops an
+        # all-ones mask before the compiled call, which keeps SDPA's fast causal path).
+        padded = attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all()))
+        contiguous = position_ids is None and not padded  # positions past .. past + t - 1, known without a read
         if position_ids is None:
-            if attention_mask is not None and not bool(attention_mask.all()):
+            if padded:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -t:]
             else:
                 position_ids = torch.arange(past, past + t, device=x.device).expand(b, t)
         if self.embed_positions is not None:
-            if not torch.compiler.is_compiling() and int(position_ids.max()) >= self.config.max_position_embeddings:
-                raise ValueError(
-                    f"sequence position {int(position_ids.max())} exceeds max_position_embeddings "
-                    f"({self.config.max_position_embeddings}); raise it or use position_embedding='rope'"
-                )
+            self._check_positions(position_ids, past + t if contiguous else None)
             x = x + self.embed_positions(position_ids)
         x = self.embed_dropout(x)
-        mask = attention_mask if attention_mask is not None and not bool(attention_mask.all()) else None
+        mask = attention_mask if padded else None
         for layer in self.layers:
             x = layer(x, position_ids, mask, cache if use_cache else None)
         if self.has_final_norm:
             x = self.norm(x)
         return x, cache if use_cache else None
+
+    def _check_positions(self, position_ids: torch.Tensor, length: int | None) -> None:
+        """Positions past the learned table fail with one clear line. Contiguous positions (``length`` given)
+        are bounded by the static sequence length, so no tensor is read; others are read in eager mode only (a
+        read would break a compiled graph; there the embedding lookup itself fails on an out-of-range index)."""
+        limit = self.config.max_position_embeddings
+        if length is not None:
+            bad = length - 1
+        elif torch.compiler.is_compiling():
+            return
+        else:
+            bad = int(position_ids.max())
+        if bad >= limit:
+            raise ValueError(f"sequence position {bad} exceeds max_position_embeddings ({limit}); raise it or "
+                             f"use position_embedding='rope'")
 
 
 class ArchlabTransformerForCausalLM(ArchlabTransformerPreTrainedModel, GenerationMixin):

@@ -33,6 +33,13 @@ from archlab.nn.mixers import BlockDims, MixerOptions, TokenMixer, register_mixe
 from archlab.ops import delta_rule
 
 
+def _softplus(x: torch.Tensor) -> torch.Tensor:
+    """``F.softplus`` (threshold 20) spelt in elementwise ops: AOTAutograd mis-predicts the strides of
+    ``softplus_backward`` for the non-contiguous gradient the chunked op sends back, which fails the compiled
+    backward (a ``view`` on a non-viewable tensor); the same values and gradients otherwise."""
+    return torch.where(x > 20, x, torch.log1p(torch.exp(x.clamp(max=20))))
+
+
 class ShortConvolution(nn.Conv1d):
     """Depthwise causal conv over time (left padded, kernel K, no bias), then SiLU; fla's ShortConvolution."""
 
@@ -156,7 +163,7 @@ class DeltaNet(TokenMixer):
             beta = beta * 2
         g = None
         if self.gated:
-            g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())
+            g = -self.A_log.float().exp() * _softplus(self.a_proj(x).float() + self.dt_bias.float())
         if mask_BT is not None:
             beta = beta * mask_BT.float()[..., None]
             g = g * mask_BT.float()[..., None] if g is not None else None

@@ -224,10 +224,21 @@ def find_baseline(plan: PlanConfig, specs: list[RunSpec]) -> RunSpec | None:
 
 def id_view(config: dict) -> dict:
     """The config as its run id hashes it: post-training settings at their defaults left out."""
-    from archlab.train.config import NOT_IN_RUN_ID
+    from archlab.config import later_defaults
+    from archlab.data.config import NOT_IN_RUN_ID as DATA_LATER
+    from archlab.train.config import FIRST_SCHEDULE_KEYS, NOT_IN_RUN_ID, ScheduleSpec
 
-    train = {k: v for k, v in config.get("train", {}).items() if NOT_IN_RUN_ID.get(k, object()) != v}
+    def drop(section: dict, later: dict) -> dict:
+        return {k: v for k, v in section.items() if later.get(k, object()) != v}
+
+    train = drop(config.get("train", {}), NOT_IN_RUN_ID)
+    if isinstance(train.get("schedules"), dict):
+        schedule_later = later_defaults(ScheduleSpec, FIRST_SCHEDULE_KEYS)
+        train["schedules"] = {name: drop(spec, schedule_later) if isinstance(spec, dict) else spec
+                              for name, spec in train["schedules"].items()}
     view = {**config, "train": train}
+    if isinstance(config.get("data"), dict):
+        view["data"] = drop(config["data"], DATA_LATER)
     if view.get("match", "") is None:  # no match asked: the key did not exist when older runs were named
         del view["match"]
     view.pop("resources", None)  # where a run trains (GPUs, CPUs) is not what it computes

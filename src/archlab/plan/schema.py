@@ -51,6 +51,8 @@ class RunConfig(Config):
         data = super().to_dict()
         if data.get("resources") is None:  # a run that asks nothing writes the config.yaml it always did
             data.pop("resources", None)
+        if not data.get("needs"):
+            data.pop("needs", None)  # runs without dependencies keep the ids they had before the key existed
         return data
 
     @model_validator(mode="after")
@@ -95,11 +97,6 @@ class RunConfig(Config):
                                   "plan whose exported model folder the key is set to when this run starts (written "
                                   "by the plan's block 'needs'; the executor runs that run first)")
 
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        if not data.get("needs"):
-            data.pop("needs", None)  # runs without dependencies keep the ids they had before the key existed
-        return data
 
     def eval_values(self) -> dict[str, float]:
         """Scheduled model attributes and the values every evaluation sets them to (e.g. mag_weight)."""

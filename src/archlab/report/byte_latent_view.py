@@ -39,7 +39,7 @@ def _cell(row: RunRow, source: str, metric: str, threshold: float, below: bool) 
     if source == "bpb":
         value, ci, where = _bpb(row)
     else:
-        value, ci, where = row.metric(f"{source}.{metric}"), row.interval(f"{source}.{metric}"), source
+        value, ci, _where = row.metric(f"{source}.{metric}"), row.interval(f"{source}.{metric}"), source
     if value is None:
         return "not measured"
     met = value < threshold if below else value > threshold

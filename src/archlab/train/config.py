@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from archlab.config import Config
+from archlab.config import Config, later_defaults
 
 
 class ScheduleSpec(Config):
@@ -84,7 +84,10 @@ class TrainConfig(Config):
     save_steps: int = Field(0, ge=0, description="checkpoint every N steps (0: only at the end)")
     save_total_limit: int = Field(2, ge=1, description="checkpoints kept (oldest deleted first)")
     seed: int = Field(42, description="seed of weights init, data order and dropout")
-    bf16: bool = Field(False, description="bfloat16 autocast")
+    bf16: bool | Literal["auto"] = Field(
+        "auto", description="bfloat16 autocast; auto: bf16 on CUDA with bf16 support and on CPUs with native bf16 "
+        "(avx512_bf16/AMX), fp16 with loss scaling on CUDA without it (T4), fp32 otherwise (weights and optimizer "
+        "state stay fp32; env.json records the precision used)")
     fp16: bool = Field(False, description="float16 autocast with loss scaling")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
     early_stopping_patience: int = Field(0, ge=0, description="stop after N evaluations without improvement (0 off)")
@@ -109,6 +112,13 @@ class TrainConfig(Config):
         default_factory=dict, description="parameter schedules by target attribute, e.g. {mag_weight: {type: "
         "constant, value: 0.5}}; set on every module with that attribute before each optimizer step"
     )
+    torch_compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile the model for training; auto: never for runs under 100 steps, else "
+        "probe 5 eager steps (median time t of the last 4) and compile when remaining_steps * t * (1 - 1/1.2) "
+        "exceeds the compile time last measured on this machine (60 s before the first); the measured compile "
+        "time is logged in metrics.jsonl")
+    torch_compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None \
+        = Field(None, description="torch.compile mode (None: torch's default)")
     trainable: list[str] | None = Field(
         None, description="glob patterns of parameter names to train (fnmatch); None trains every parameter "
         "that requires grad"
@@ -146,7 +156,7 @@ class TrainConfig(Config):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.bf16 and self.fp16:
+        if self.bf16 is True and self.fp16:
             raise ValueError("bf16 and fp16 cannot both be true")
         if self.load_best_model_at_end and self.eval_steps and self.save_steps and self.save_steps % self.eval_steps:
             raise ValueError("load_best_model_at_end needs save_steps to be a multiple of eval_steps (as HF "
@@ -154,7 +164,16 @@ class TrainConfig(Config):
         return self
 
 
-# Keys added after runs were first named, whose defaults reproduce what those runs did: at their defaults they
-# are left out of the run id, so adding a key does not rename (and re-run) every finished run.
-NOT_IN_RUN_ID = {"push_to_hub": False, "hub_model_id": None, "load_best_model_at_end": False,
-                 "metric_for_best_model": "eval_loss"}
+# The keys runs were first named with. A key added later is left out of the run id while it is at its default
+# (which reproduces what the older runs did), so adding a key does not rename, and re-run, every finished run.
+FIRST_TRAIN_KEYS = frozenset(
+    "per_device_train_batch_size per_device_eval_batch_size gradient_accumulation_steps learning_rate "
+    "lr_scheduler_type warmup_ratio warmup_steps num_train_epochs max_steps optim weight_decay adam_beta1 adam_beta2 "
+    "adam_epsilon muon_learning_rate muon_momentum muon_weight_decay max_grad_norm logging_steps eval_steps "
+    "save_steps save_total_limit seed bf16 fp16 gradient_checkpointing early_stopping_patience nan_policy "
+    "max_skipped_steps report_to objective schedules trainable".split())
+FIRST_SCHEDULE_KEYS = frozenset("type value start end steps values peak final warmup_steps decay_start decay_end "
+                                "eval_value".split())
+
+
+NOT_IN_RUN_ID = later_defaults(TrainConfig, FIRST_TRAIN_KEYS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import resource
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatch
@@ -17,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from torch import nn
 from transformers import get_scheduler
 
 from archlab.data import DataBundle, EpochSampler
 from archlab.errors import ArchlabError
+from archlab.hardware import PRECISION_DTYPES, device_name, matmul_peak_flops
+from archlab.models.flops import training_flops_per_token
 from archlab.models.masked_diffusion import (
     MaskedTotals,
     masked_diffusion_loss_sum,
@@ -33,6 +36,12 @@ from archlab.models.scoring import LossTotals, score_batch
 from archlab.rundir import RunDir
 from archlab.train import best
 from archlab.train import checkpoint as ckpt
+from archlab.train.acceleration import (
+    CompileDecision,
+    accelerate_precision,
+    remember_compile_seconds,
+    resolve_precision,
+)
 from archlab.train.callbacks import Callback
 from archlab.train.config import TrainConfig
 from archlab.train.distributed import NoMetrics, cpu_ddp_if_no_accelerator
@@ -93,16 +102,19 @@ class Trainer:
         self.checkpoint_frozen = checkpoint_frozen
         self.eval_values = dict(eval_values or {})  # scheduled attributes as evaluation sets them (e.g. mag_weight)
         self.callbacks = list(callbacks)
-        mixed = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "no"
         _check_trackers(cfg.report_to)
         if accelerator is None:
-            _allow_precision_change(mixed)
-        cpu_ddp_if_no_accelerator()
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision=mixed, log_with=cfg.report_to or None,
-            project_dir=tracker_project_dir(cfg.report_to, self.run_dir),
-        )
+            cpu_ddp_if_no_accelerator()
+            self.precision = resolve_precision(cfg.bf16, cfg.fp16, PartialState().device)
+            _release_precision(accelerate_precision(self.precision))
+            accelerator = Accelerator(mixed_precision=accelerate_precision(self.precision),
+                                      log_with=cfg.report_to or None,
+                                      project_dir=tracker_project_dir(cfg.report_to, self.run_dir))
+        else:
+            self.precision = {"bf16": "bf16", "fp16": "fp16"}.get(str(accelerator.mixed_precision), "fp32")
+        self.accelerator = accelerator
         run = RunDir(self.run_dir)
+        self.run = run
         self.metrics, self.checkpoint_dir = run.metrics, run.checkpoints
         if not self.accelerator.is_main_process:  # rank 0 owns the run folder; other ranks log nothing
             self.metrics = NoMetrics()
@@ -138,6 +150,13 @@ class Trainer:
         self.scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
                                        num_training_steps=total)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.compile = CompileDecision(cfg.torch_compile, total, self.accelerator.device.type)
+        self.compiled = False
+        self._compiled_step_seconds: list[float] = []
+        self._compile_logged = False
+        self.flops_per_token: float | None = None
+        self.peak_flops: float | None = None
+        self.train_seconds = 0.0
         if cfg.report_to:
             self.accelerator.init_trackers(
                 self.run_dir.parent.name or "archlab",
@@ -198,6 +217,9 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self._resume()
+        self._measure_flops()
+        if self.compile.decided:
+            self._compile_model()
         self._emit("on_train_begin")
         window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": time.perf_counter(), "grad_norm": 0.0}
         while self.state.step < self.state.total_steps and not self.state.stop_reason:
@@ -207,7 +229,9 @@ class Trainer:
                 self.state.schedule_values[name] = value
             self._emit("on_step_begin")
             indices = self.sampler.indices(self.state.position)
+            started = time.perf_counter()
             loss, n_tokens = self._optimizer_step(indices)
+            self._after_step(time.perf_counter() - started)
             self.state.position += 1
             if loss is None:
                 continue
@@ -224,6 +248,8 @@ class Trainer:
                 self.evaluate()
             if self.cfg.save_steps and self.state.step % self.cfg.save_steps == 0:
                 self.save()
+        self._log_compile_time()
+        self._write_summary()
         if not self.cfg.eval_steps or self.state.step % self.cfg.eval_steps:
             self.evaluate()
         self.save()
@@ -269,6 +295,8 @@ class Trainer:
             sync = i == len(micro) - 1
             if tokens == 0 and not (sync and distributed):
                 continue  # nothing scored (e.g. a fully masked prompt); a rank's last one still joins the all-reduce
+            if self.compiled and "attention_mask" in batch and bool(batch["attention_mask"].all()):
+                batch = {k: v for k, v in batch.items() if k != "attention_mask"}  # SDPA's causal path, no mask
             batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
             ctx = self.accelerator.no_sync(self.model) if not sync else contextlib.nullcontext()
             with ctx, self.accelerator.autocast():
@@ -333,6 +361,7 @@ class Trainer:
             "tokens_per_second": window["tokens"] / elapsed,
             "peak_memory_mb": round(peak_memory_mb(self.accelerator.device), 1),
             "tokens_seen": self.state.tokens_seen,
+            **self._flops_record(window["tokens"] / elapsed),
             **{f"schedule/{k}": v for k, v in self.state.schedule_values.items()},
         }
         if self.state.skipped_steps:
@@ -344,6 +373,74 @@ class Trainer:
         self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=self.state.step)
         self._emit("on_log", record)
         window.update(loss=0.0, steps=0, tokens=0, start=time.perf_counter())
+
+    # ------------------------------------------------------------------------------- speed & compile
+    def _measure_flops(self) -> None:
+        """FLOPs per training token (counted once from the model) and the machine's measured matmul peak."""
+        seq_len = max(len(x) for x in self.data.train.input_ids[:256])
+        try:
+            self.flops_per_token = training_flops_per_token(self.unwrapped, seq_len, device=self.accelerator.device)
+            self.peak_flops = matmul_peak_flops(self.accelerator.device, PRECISION_DTYPES[self.precision])
+        except Exception as exc:  # informational only: a model the counter cannot run still trains
+            self._warn(f"FLOPs not counted ({type(exc).__name__}: {exc}); no MFU in this run's logs")
+        self.run.update_env({"precision": self.precision, "torch_compile": self.cfg.torch_compile,
+                             "matmul_peak_flops": self.peak_flops, "peak_device": device_name(self.accelerator.device)})
+
+    def _flops_record(self, tokens_per_second: float) -> dict[str, float]:
+        if not self.flops_per_token:
+            return {}
+        achieved = self.flops_per_token * tokens_per_second
+        out = {"flops_per_second": achieved}
+        if self.peak_flops:
+            out["mfu"] = achieved / self.peak_flops
+        return out
+
+    def _after_step(self, seconds: float) -> None:
+        self.train_seconds += seconds
+        if self.compiled:
+            if len(self._compiled_step_seconds) < 4:
+                self._compiled_step_seconds.append(seconds)
+                if len(self._compiled_step_seconds) == 4:
+                    self._log_compile_time()
+            return
+        decision = self.compile.observe(seconds, self.state.step + 1)
+        if decision is not None and self.accelerator.num_processes > 1:
+            decision = self._sum_over_ranks(float(decision)) == self.accelerator.num_processes  # ranks agree
+        if decision:
+            self._compile_model()
+
+    def _compile_model(self) -> None:
+        """torch.compile the training forward (+ loss); ``unwrapped`` stays the plain module, so checkpoints,
+        evaluation and ``save_pretrained`` see the original parameter names (no ``_orig_mod.``)."""
+        self.model = torch.compile(self.model, mode=self.cfg.torch_compile_mode)
+        self.compiled = True
+        self._warn(f"torch.compile on from step {self.state.step + 1} ({self.compile.reason})")
+
+    def _log_compile_time(self) -> None:
+        """Compile time = first compiled step minus a typical step (eager probe, else later compiled steps)."""
+        times = self._compiled_step_seconds
+        if not times or self._compile_logged:
+            return
+        typical = self.compile.eager_step_seconds or (statistics.median(times[1:]) if len(times) > 1 else 0.0)
+        seconds = max(times[0] - typical, 0.0)
+        self._compile_logged = True
+        self.metrics.append({"step": self.state.step, "event": "torch_compile", "compile_seconds": round(seconds, 2),
+                             "mode": self.cfg.torch_compile_mode or "default"})
+        remember_compile_seconds(self.accelerator.device.type, seconds)
+
+    def _write_summary(self) -> None:
+        summary: dict[str, Any] = {"precision": self.precision, "torch_compile": self.compiled,
+                                   "tokens_seen": self.state.tokens_seen, "steps": self.state.step}
+        if self.flops_per_token:
+            summary.update(flops_per_token=self.flops_per_token,
+                           train_flops=self.flops_per_token * self.state.tokens_seen)
+            if self.train_seconds > 0:
+                summary["train_seconds_this_session"] = round(self.train_seconds, 3)
+            if self.peak_flops:
+                summary["matmul_peak_flops"] = self.peak_flops
+        if self.compile.reason:
+            summary["torch_compile_reason"] = self.compile.reason
+        self.run.update_summary(summary)
 
     def evaluate(self) -> dict[str, Any]:
         batch_size = self.cfg.per_device_eval_batch_size
@@ -452,14 +549,13 @@ def _check_trackers(names: list[str]) -> None:
             raise ArchlabError(f"train.report_to lists '{name}' but it is not installed: pip install {module}")
 
 
-def _allow_precision_change(mixed: str) -> None:
-    """The runs of a plan share one process, and accelerate keeps one global mixed precision per process: a run
-    whose precision differs from the previous run's (seed 002's fp32 and fp16 arms) resets accelerate's
-    precision state; the process group (PartialState) is kept."""
+def _release_precision(mixed: str) -> None:
+    """accelerate keeps one process-wide state and refuses a second Accelerator with another precision; runs
+    of one process (a plan's runs, tests) may differ, so a differing state is dropped (the process group, in
+    PartialState, is kept)."""
     from accelerate.state import AcceleratorState
 
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") not in (None, mixed):
+    if AcceleratorState._shared_state and str(AcceleratorState._shared_state.get("_mixed_precision")) != mixed:
         AcceleratorState._reset_state()
 
 

@@ -89,12 +89,12 @@ def chunk_delta_core(
     vb_BHNLV = v_BHNLV * beta_BHNL[..., None]
     A_BHNLL = kb_BHNLK @ k_BHNLK.transpose(-1, -2)
     mask_CL = _causal_mask(C, L, n_h, dev)
-    qk_BHNCL = q_BHNCK @ k_BHNLK.transpose(-1, -2)
+    q_in_BHNCK = q_BHNCK * scale  # scaled on [C, K] rather than on the [C, L] scores
+    qk_BHNCL = q_in_BHNCK @ k_BHNLK.transpose(-1, -2)
     if g_BHNL is None:
         # No masking of A: the unit-lower solve never reads its diagonal or upper triangle, and its
         # backward returns a strictly-lower gradient.
-        P_BHNCL = qk_BHNCL.masked_fill(~mask_CL, 0.0) * scale
-        q_in_BHNCK = q_BHNCK * scale
+        P_BHNCL = qk_BHNCL.masked_fill(~mask_CL, 0.0)
         k_out_BHNLK = k_BHNLK
         w_rhs_BHNLK = kb_BHNLK
         chunk_decay_BHN = None
@@ -103,13 +103,18 @@ def chunk_delta_core(
         # j <= i is <= 1 when g <= 0, and the masked (j > i) entries are set to exp(-inf) = 0 before
         # exponentiating so that they cannot overflow.
         G_BHNL = g_BHNL.cumsum(-1)
-        strict_LL = torch.ones(L, L, dtype=torch.bool, device=dev).tril(-1)
-        diff_BHNLL = G_BHNL[..., :, None] - G_BHNL[..., None, :]
-        A_BHNLL = A_BHNLL * diff_BHNLL.masked_fill(~strict_LL, float("-inf")).exp()
         Gq_BHNC = G_BHNL[..., n_h - 1 :: n_h]
-        diff_BHNCL = Gq_BHNC[..., :, None] - G_BHNL[..., None, :]
-        P_BHNCL = qk_BHNCL * diff_BHNCL.masked_fill(~mask_CL, float("-inf")).exp() * scale
-        q_in_BHNCK = q_BHNCK * (Gq_BHNC.exp() * scale)[..., None]
+        decay_BHNCL = (Gq_BHNC[..., :, None] - G_BHNL[..., None, :]).masked_fill(~mask_CL, float("-inf")).exp()
+        if n_h == 1:
+            # One [L, L] decay matrix serves both: the scores need its lower triangle with the diagonal, A
+            # its strict lower triangle (the solve ignores the rest). Half the pairwise exp/mask work.
+            A_BHNLL = A_BHNLL * decay_BHNCL
+        else:
+            strict_LL = torch.ones(L, L, dtype=torch.bool, device=dev).tril(-1)
+            diff_BHNLL = G_BHNL[..., :, None] - G_BHNL[..., None, :]
+            A_BHNLL = A_BHNLL * diff_BHNLL.masked_fill(~strict_LL, float("-inf")).exp()
+        P_BHNCL = qk_BHNCL * decay_BHNCL
+        q_in_BHNCK = q_in_BHNCK * Gq_BHNC.exp()[..., None]
         G_last_BHN1 = G_BHNL[..., -1:]
         k_out_BHNLK = k_BHNLK * (G_last_BHN1 - G_BHNL).exp()[..., None]
         w_rhs_BHNLK = kb_BHNLK * G_BHNL.exp()[..., None]

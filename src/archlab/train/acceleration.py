@@ -1,0 +1,129 @@
+"""The fast defaults of training: which precision (``bf16: auto``) and whether to compile (``torch_compile:
+auto``), decided from the machine and from measurements, never from a guess.
+
+Precision (``resolve_precision``), for ``bf16: auto``:
+
+- ``fp16: true`` given: fp16 autocast with loss scaling (GradScaler);
+- CUDA with native bf16 (Ampere and later): bf16 autocast;
+- CUDA without it (T4, V100): fp16 autocast with loss scaling;
+- a CPU with native bf16 (``avx512_bf16`` / AMX, read from the CPU flags: ``archlab.hardware``): bf16 autocast;
+- otherwise fp32.
+
+Autocast keeps the master weights and the optimizer state in fp32 either way.
+
+Compilation (``CompileDecision``), for ``torch_compile: auto``: a run shorter than ``MIN_STEPS`` optimizer
+steps never compiles (tests, smoke runs). A longer run trains its first ``PROBE_STEPS`` steps eagerly, takes
+the median eager step time ``t`` of the last ``PROBE_STEPS - 1`` of them, and compiles when the time the
+compiled model saves on the remaining ``R`` steps at an assumed ``ASSUMED_SPEEDUP`` (1.2x, what Inductor gave
+archlab's decoder on CPU) repays the expected compile time ``C``::
+
+    R * t * (1 - 1 / ASSUMED_SPEEDUP) > C
+
+``C`` is the compile time measured by the last compiled run on this machine and device type (cached under
+the archlab cache, ``hardware/compile_seconds.json``), or ``DEFAULT_COMPILE_SECONDS`` before the first one.
+Each compiled run records its measured compile time (first compiled step minus an eager step) in
+``metrics.jsonl`` and refreshes that cache.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+
+import torch
+
+from archlab.files import atomic_write
+from archlab.hardware import cache_dir, native_bf16
+
+MIN_STEPS = 100
+PROBE_STEPS = 5
+ASSUMED_SPEEDUP = 1.2
+DEFAULT_COMPILE_SECONDS = {"cpu": 60.0, "cuda": 60.0}
+COMPILE_FILE = "compile_seconds.json"
+
+
+def resolve_precision(bf16: bool | str, fp16: bool, device: torch.device | str) -> str:
+    """``bf16`` / ``fp16`` / ``fp32``: the autocast precision of a run (see the module docstring)."""
+    device = torch.device(device)
+    if bf16 is True:
+        return "bf16"
+    if fp16:
+        return "fp16"
+    if bf16 is False:
+        return "fp32"
+    if native_bf16(device):
+        return "bf16"
+    if device.type == "cuda":
+        return "fp16"
+    return "fp32"
+
+
+def accelerate_precision(precision: str) -> str:
+    """accelerate's ``mixed_precision`` name of a precision."""
+    return {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[precision]
+
+
+def expected_compile_seconds(device_type: str) -> float:
+    try:
+        table = json.loads((cache_dir() / COMPILE_FILE).read_text())
+        value = float(table[device_type])
+        if value > 0:
+            return value
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return DEFAULT_COMPILE_SECONDS.get(device_type, 60.0)
+
+
+def remember_compile_seconds(device_type: str, seconds: float) -> None:
+    path = cache_dir() / COMPILE_FILE
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        table = {}
+    table[device_type] = round(max(seconds, 0.0), 2)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(table, indent=1))
+    except OSError:
+        pass
+
+
+@dataclass
+class CompileDecision:
+    """Whether and when a run compiles; fed the eager step times while it probes."""
+
+    setting: bool | str
+    total_steps: int
+    device_type: str
+    step_seconds: list[float] = field(default_factory=list)
+    decided: bool | None = None
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.setting is True:
+            self.decided, self.reason = True, "train.torch_compile=true"
+        elif self.setting is False:
+            self.decided, self.reason = False, "train.torch_compile=false"
+        elif self.total_steps < MIN_STEPS:
+            self.decided, self.reason = False, f"auto: {self.total_steps} steps < {MIN_STEPS}"
+
+    def observe(self, seconds: float, steps_done: int) -> bool | None:
+        """Record one eager step's time; returns the decision once made (None while still probing)."""
+        if self.decided is not None:
+            return self.decided
+        self.step_seconds.append(seconds)
+        if len(self.step_seconds) < PROBE_STEPS:
+            return None
+        eager = statistics.median(self.step_seconds[1:])  # the first step pays one-time warm-up
+        remaining = max(self.total_steps - steps_done, 0)
+        saving = remaining * eager * (1 - 1 / ASSUMED_SPEEDUP)
+        cost = expected_compile_seconds(self.device_type)
+        self.decided = saving > cost
+        self.reason = (f"auto: {remaining} steps x {eager:.3f} s eager x (1 - 1/{ASSUMED_SPEEDUP}) = {saving:.0f} s "
+                       f"saved {'>' if self.decided else '<='} {cost:.0f} s expected compile time")
+        return self.decided
+
+    @property
+    def eager_step_seconds(self) -> float | None:
+        return statistics.median(self.step_seconds[1:]) if len(self.step_seconds) > 1 else None
