@@ -8,7 +8,8 @@ import random
 import pytest
 from tests.evals.conftest import FakeLM, InductionOracle, MemorizingFake, tiny_model
 
-from archlab.evals import niah, passkey, retrieval
+from archlab.evals import niah, passkey
+from archlab.evals.lib import retrieval
 from archlab.evals.niah import NIAHParams, needle_in_a_haystack
 from archlab.evals.passkey import PasskeyParams
 
