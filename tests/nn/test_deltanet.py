@@ -83,3 +83,19 @@ def test_fla_kernels_match_the_chunked_torch_op_on_cuda(name):
     ref = build(name, impl="chunk").cuda().bfloat16()
     ref.load_state_dict(fast.state_dict())
     torch.testing.assert_close(fast(x).float(), ref(x).float(), atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.parametrize("mixer", ["deltanet", "gated_deltanet"])
+def test_trains_under_cpu_bf16_autocast_like_fp32(mixer):
+    """bf16: auto picks CPU autocast on AMX machines; the op runs in float32 inside it (CPU has no bf16
+    triangular solve), so a step under autocast works and stays close to the fp32 one."""
+    from tests.conftest import tiny_decoder
+
+    torch.manual_seed(0)
+    model = tiny_decoder(64, pattern=[mixer])
+    ids = torch.randint(0, 64, (2, 21))
+    want = model(input_ids=ids, labels=ids).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model(input_ids=ids, labels=ids).loss
+    got.backward()
+    assert torch.isfinite(got) and abs(float(got) - float(want)) < 0.05

@@ -72,6 +72,8 @@ def delta_product(
         scale = q.shape[-1] ** -0.5 if scale is None else scale
         return fla_delta_product(q, k, v, beta, scale=scale, **kwargs)
     fn = delta_product_naive if path == "naive" else delta_product_chunk
-    return fn(
-        q, k, v, beta, scale=scale, chunk_size=chunk_size, state_nonlinearity=state_nonlinearity, **kwargs
-    )
+    # under autocast the op's matmuls would drop back to half precision (and CPU has no half triangular solve)
+    with torch.autocast(q.device.type, enabled=False):
+        return fn(
+            q, k, v, beta, scale=scale, chunk_size=chunk_size, state_nonlinearity=state_nonlinearity, **kwargs
+        )

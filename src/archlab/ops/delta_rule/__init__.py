@@ -71,6 +71,8 @@ def delta_rule(
         scale = q.shape[-1] ** -0.5 if scale is None else scale
         return fla_delta_rule(q, k, v, beta, scale=scale, **kwargs)
     fn = delta_rule_naive if path == "naive" else delta_rule_chunk
-    return fn(
-        q, k, v, beta, scale=scale, chunk_size=chunk_size, state_nonlinearity=state_nonlinearity, **kwargs
-    )
+    # under autocast the op's matmuls would drop back to half precision (and CPU has no half triangular solve)
+    with torch.autocast(q.device.type, enabled=False):
+        return fn(
+            q, k, v, beta, scale=scale, chunk_size=chunk_size, state_nonlinearity=state_nonlinearity, **kwargs
+        )
