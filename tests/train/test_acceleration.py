@@ -44,7 +44,7 @@ def test_explicit_precision_is_kept(monkeypatch):
     assert resolve_precision(False, True, "cuda") == "fp16"
     with pytest.raises(ValueError, match="cannot both be true"):
         TrainConfig(bf16=True, fp16=True)
-    assert TrainConfig(fp16=True).bf16 == "auto"
+    assert TrainConfig(fp16=True).bf16 is False  # an explicit fp16 settles what auto would pick
 
 
 def test_cpu_bf16_is_read_from_the_cpu_flags(monkeypatch):

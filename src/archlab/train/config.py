@@ -158,6 +158,8 @@ class TrainConfig(Config):
     def _check(self) -> TrainConfig:
         if self.bf16 is True and self.fp16:
             raise ValueError("bf16 and fp16 cannot both be true")
+        if self.fp16 and self.bf16 == "auto":
+            self.bf16 = False  # an explicit fp16 (T4 profiles) decides the precision; auto has nothing to pick
         if self.load_best_model_at_end and self.eval_steps and self.save_steps and self.save_steps % self.eval_steps:
             raise ValueError("load_best_model_at_end needs save_steps to be a multiple of eval_steps (as HF "
                              f"TrainingArguments), got save_steps={self.save_steps}, eval_steps={self.eval_steps}")
