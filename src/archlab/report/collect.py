@@ -93,7 +93,7 @@ def collect(plan: PlanConfig, specs: list[RunSpec], store: RunStore, sizes: bool
                 env=run.read_env(),
                 samples=run.read_samples(),
                 error=run.error_line(),
-                record=status,
+                record={**status, "summary": run.summary()},
                 tokens_seen=int(max(tokens)) if tokens else None,
                 step=status.get("step") or (max(r["step"] for r in steps) if steps else None),
                 size=run_size(spec.config) if sizes else None,
