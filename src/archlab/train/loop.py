@@ -202,7 +202,7 @@ class Trainer:
 
     @property
     def unwrapped(self) -> nn.Module:
-        return self.accelerator.unwrap_model(self.model)
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)  # plain names: no _orig_mod.
 
     def _warn(self, message: str) -> None:
         self.metrics.append({"step": self.state.step, "event": message})
