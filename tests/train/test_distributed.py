@@ -55,7 +55,8 @@ def _torchrun(tmp_path: Path, config: dict, folder: Path, kill_rank: int = -1, k
 def _config(corpus_dir: Path, batch: int, steps: int = 6) -> dict:
     # constant lr: the schedule does not depend on max_steps; no dropout: ranks draw different RNG streams
     return tiny_run_config(corpus_dir, max_steps=steps, save_steps=3, per_device_train_batch_size=batch,
-                           lr_scheduler_type="constant", logging_steps=1, save_total_limit=5)
+                           lr_scheduler_type="constant", logging_steps=1, save_total_limit=5,
+                           bf16=False)  # fp32: bf16 rounding differs between a batch of 8 and two of 4
 
 
 def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -80,7 +81,7 @@ def test_place_reads_the_launcher_environment(monkeypatch):
 
 
 @pytest.mark.slow  # two torchrun launches of 2 ranks each
-@pytest.mark.xfail(reason="known open regression (issues 13/14): after the perf merge 2-rank DDP weights differ from 1 process (embed_positions)", strict=False)
+
 def test_two_ranks_equal_one_process_write_once_and_survive_a_lost_rank(tmp_path, corpus_dir):
     reference = RunDir(tmp_path / "one")
     assert run_one(RunConfig.parse(_config(corpus_dir, batch=8)), reference).status == "done"

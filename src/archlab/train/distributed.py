@@ -65,14 +65,18 @@ class NoMetrics:
         pass
 
 
-def cpu_ddp_if_no_accelerator() -> None:
+def cpu_ddp_if_no_accelerator() -> bool:
     """Under torchrun on a machine without CUDA, have accelerate run DDP over gloo on CPU.
 
     accelerate detects a CPU process group only when told to use the CPU (``accelerate launch --cpu`` sets
     ``ACCELERATE_USE_CPU``); a bare ``torchrun`` on a CPU machine would otherwise leave each rank training
-    alone on its own slice of the batch.
+    alone on its own slice of the batch. accelerate's ``PartialState`` reads that variable only through
+    ``AcceleratorState``: a ``PartialState`` made first must be given ``cpu=True`` itself, so this returns
+    whether to pass it.
     """
     import torch
 
     if place().distributed and not torch.cuda.is_available():
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+        return True
+    return False

@@ -104,8 +104,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         _check_trackers(cfg.report_to)
         if accelerator is None:
-            cpu_ddp_if_no_accelerator()
-            self.precision = resolve_precision(cfg.bf16, cfg.fp16, PartialState().device)
+            process = PartialState(cpu=cpu_ddp_if_no_accelerator())  # the process group, before any Accelerator
+            self.precision = resolve_precision(cfg.bf16, cfg.fp16, process.device)
             _release_precision(accelerate_precision(self.precision))
             accelerator = Accelerator(mixed_precision=accelerate_precision(self.precision),
                                       log_with=cfg.report_to or None,
