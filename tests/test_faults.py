@@ -346,3 +346,31 @@ def test_two_executors_on_one_plan_train_every_run_exactly_once(tmp_path, corpus
         assert not [p for p in (folder / "checkpoints").iterdir() if p.name.startswith(ckpt.TMP_PREFIX)]
         RunConfig.parse(RunDir(folder).read_config())  # config.yaml whole and valid
         assert set(os.listdir(folder)) >= {"config.yaml", "status.json", "metrics.jsonl", "model", "eval"}
+
+
+@pytest.mark.slow  # two `archlab run` processes training four runs between them
+def test_two_identical_archlab_run_commands_started_together_train_every_run_once(tmp_path, corpus_dir):
+    import yaml
+
+    plan = {"name": "twin", "defaults": tiny_run_config(corpus_dir, max_steps=4, save_steps=2),
+            "matrix": {"train.seed": [1, 2, 3, 4]}}
+    plan_file = tmp_path / "twin.yaml"
+    plan_file.write_text(yaml.safe_dump(plan))
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "archlab.cli", "run", str(plan_file), "--runs-dir", str(runs)]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                              env=subprocess_env(OMP_NUM_THREADS="1", COLUMNS="200")) for _ in range(2)]
+    outputs = [p.communicate(timeout=900) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[-2000:] + e[-2000:] for o, e in outputs]
+    folders = sorted(p for p in (runs / "twin").iterdir() if (p / "config.yaml").exists())
+    assert len(folders) == 4
+    for folder in folders:
+        assert RunDir(folder).status()["status"] == "done"
+        records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in records if "loss" in r] == [2, 4]  # trained once: each step logged once
+        assert not [r for r in records if "resumed" in r.get("event", "")]  # nobody took over a half-run
+        assert all(ckpt.verify(p) for p in ckpt.list_checkpoints(folder / "checkpoints"))
+        RunConfig.parse(RunDir(folder).read_config())
+    # both commands end with a whole report of the four runs, whichever finished last wrote it
+    report = (runs / "twin" / "REPORT.md").read_text()
+    assert all(folder.name in report for folder in folders)
