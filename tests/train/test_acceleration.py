@@ -24,8 +24,10 @@ from archlab.train.config import TrainConfig
 @pytest.mark.parametrize(
     ("device", "native", "fp16", "want"),
     [
-        ("cuda", True, False, "bf16"),   # A100/H100: native bf16
-        ("cuda", False, False, "fp16"),  # T4/V100: fp16 with loss scaling
+        ("cuda:8.0", True, False, "bf16"),   # A100/H100: native bf16
+        ("cuda:7.5", False, False, "fp16"),  # T4: fp16 with loss scaling
+        ("cuda:7.0", False, False, "fp16"),  # V100
+        ("cuda:6.0", False, False, "fp32"),  # P100: no fast half precision
         ("cpu", True, False, "bf16"),    # avx512_bf16 / AMX
         ("cpu", False, False, "fp32"),
         ("cpu", True, True, "fp16"),     # an explicit fp16 wins over auto
@@ -34,6 +36,10 @@ from archlab.train.config import TrainConfig
 )
 def test_bf16_auto_follows_the_hardware(monkeypatch, device, native, fp16, want):
     monkeypatch.setattr(acceleration, "native_bf16", lambda d: native)
+    if device.startswith("cuda:"):  # the GPU rule reads the compute capability (archlab.train.precision)
+        major, minor = map(int, device[5:].split("."))
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (major, minor))
+        device = "cuda"
     assert resolve_precision("auto", fp16, device) == want
 
 

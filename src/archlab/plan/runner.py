@@ -84,7 +84,7 @@ def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Ou
                               callbacks=callbacks, checkpoint_frozen=config.model.pretrained is None,
                               eval_values=config.eval_values())
             state = trainer.fit()
-            model = set_eval_values(trainer.unwrapped, config)
+            model = set_eval_values(trainer.trained_model(lambda: build_run_model(config, len(data.tokenizer))), config)
             if exports_model(config):
                 model.save_pretrained(run.model_dir)
                 data.tokenizer.save_pretrained(run.model_dir)

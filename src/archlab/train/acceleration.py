@@ -4,8 +4,8 @@ auto``), decided from the machine and from measurements, never from a guess.
 Precision (``resolve_precision``), for ``bf16: auto``:
 
 - ``fp16: true`` given: fp16 autocast with loss scaling (GradScaler);
-- CUDA with native bf16 (Ampere and later): bf16 autocast;
-- CUDA without it (T4, V100): fp16 autocast with loss scaling;
+- CUDA: ``archlab.train.precision.precision_for`` by compute capability (>= 8.0 bf16; 7.x, T4 and V100,
+  fp16 autocast with loss scaling; older fp32);
 - a CPU with native bf16 (``avx512_bf16`` / AMX, read from the CPU flags: ``archlab.hardware``): bf16 autocast;
 - otherwise fp32.
 
@@ -35,6 +35,7 @@ import torch
 
 from archlab.files import atomic_write
 from archlab.hardware import cache_dir, native_bf16
+from archlab.train.precision import precision_for
 
 MIN_STEPS = 100
 PROBE_STEPS = 5
@@ -52,11 +53,10 @@ def resolve_precision(bf16: bool | str, fp16: bool, device: torch.device | str) 
         return "fp16"
     if bf16 is False:
         return "fp32"
-    if native_bf16(device):
-        return "bf16"
-    if device.type == "cuda":
-        return "fp16"
-    return "fp32"
+    if device.type == "cuda":  # one GPU rule for runs and plan profiles: archlab.train.precision
+        rule = precision_for(torch.cuda.get_device_capability(device))
+        return "fp32" if rule == "no" else rule
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def accelerate_precision(precision: str) -> str:

@@ -86,8 +86,15 @@ def checkpoint_state(model: nn.Module, include_frozen: bool = True) -> dict[str,
     return out
 
 
+def checkpoint_names(model: nn.Module, include_frozen: bool = True) -> list[str]:
+    """The names ``checkpoint_state`` writes, read without touching the tensors (sharded models: FSDP)."""
+    names = [name for name, p in model.named_parameters() if p.requires_grad or include_frozen]  # tied: once
+    own = model.state_dict()
+    return names + [name for name, _ in model.named_buffers() if name in own and name not in names]
+
+
 def save_checkpoint(folder: Path, step: int, model: nn.Module, trainer_state: dict[str, Any], keep: int,
-                    include_frozen: bool = True) -> Path:
+                    include_frozen: bool = True, tensors: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``step-N`` atomically; on a full disk the partial folder is removed and the older ones kept."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{PREFIX}{step:07d}"
@@ -95,7 +102,7 @@ def save_checkpoint(folder: Path, step: int, model: nn.Module, trainer_state: di
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        save_file(checkpoint_state(model, include_frozen), str(tmp / MODEL_FILE))
+        save_file(checkpoint_state(model, include_frozen) if tensors is None else tensors, str(tmp / MODEL_FILE))
         files = [tmp / MODEL_FILE, *save_tree(tmp, STATE_NAME, trainer_state)]
         meta = {"step": step, "format": FORMAT, "sha256": {f.name: _sha256(f) for f in files}}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
@@ -139,7 +146,8 @@ def verify(path: Path) -> bool:
 
 
 def load_latest(folder: Path, model: nn.Module, warn: Callable[[str], None] = print, *,
-                include_frozen: bool = True, trainer_state: bool = True) -> Restored | None:
+                include_frozen: bool = True, trainer_state: bool = True,
+                load: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Restored | None:
     """Load the newest usable checkpoint into ``model``; None if there is none.
 
     Usable: its checksums match, it holds every tensor ``checkpoint_state(model, include_frozen)`` names
@@ -152,7 +160,10 @@ def load_latest(folder: Path, model: nn.Module, warn: Callable[[str], None] = pr
         except Unusable as exc:
             warn(f"checkpoint {path.name} is corrupt or unusable ({exc}); trying the previous one")
             continue
-        model.load_state_dict(tensors, strict=False)
+        if load is None:
+            model.load_state_dict(tensors, strict=False)
+        else:  # a sharded model takes the full tensors its own way
+            load(tensors)
         return Restored(step=step, trainer_state=state, path=path)
     return None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from archlab.config import Config, later_defaults
 
@@ -47,6 +47,14 @@ def scaled_learning_rate(scaling: LrScaling, batch: int) -> float:
     """``base_lr * sqrt(batch / base_batch)`` (or linear): seed 002 scaled 1e-4 at 32 to 8e-4 at 2048."""
     power = 0.5 if scaling.rule == "sqrt" else 1.0
     return scaling.base_learning_rate * (batch / scaling.base_batch_size) ** power
+
+
+class FsdpConfig(Config):
+    """``train.fsdp_config``: HF TrainingArguments' ``fsdp_config`` keys that archlab reads."""
+
+    transformer_layer_cls_to_wrap: list[str] | None = Field(
+        None, description="block class names that auto_wrap shards as their own unit (default: the model's "
+        "_no_split_modules, e.g. ArchlabDecoderLayer)")
 
 
 class TrainConfig(Config):
@@ -119,6 +127,11 @@ class TrainConfig(Config):
         "time is logged in metrics.jsonl")
     torch_compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None \
         = Field(None, description="torch.compile mode (None: torch's default)")
+    fsdp: list[str] = Field(
+        default_factory=list, description="sharded data parallelism under torchrun / accelerate launch, HF "
+        "TrainingArguments' options: full_shard (ZeRO-3) or shard_grad_op (ZeRO-2), plus offload (shards in CPU "
+        "memory) and auto_wrap (each block its own unit); a string 'full_shard auto_wrap' or a list; empty: DDP")
+    fsdp_config: FsdpConfig = Field(default_factory=FsdpConfig, description="FSDP settings (HF's fsdp_config)")
     trainable: list[str] | None = Field(
         None, description="glob patterns of parameter names to train (fnmatch); None trains every parameter "
         "that requires grad"
@@ -131,6 +144,13 @@ class TrainConfig(Config):
                                          "(per_device_train_batch_size x gradient_accumulation_steps): {"
                                          "base_learning_rate, base_batch_size, rule: sqrt}; learning_rate is then "
                                          "the derived value")
+
+    @field_validator("fsdp", mode="before")
+    @classmethod
+    def _fsdp_options(cls, value):
+        from archlab.train.fsdp import parse_options
+
+        return parse_options(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -160,6 +180,11 @@ class TrainConfig(Config):
             raise ValueError("bf16 and fp16 cannot both be true")
         if self.fp16 and self.bf16 == "auto":
             self.bf16 = False  # an explicit fp16 (T4 profiles) decides the precision; auto has nothing to pick
+        if self.fsdp and self.optim in ("muon", "muon_full", "m3"):
+            raise ValueError(f"optim={self.optim} with fsdp: Muon orthogonalises whole weight matrices, and FSDP "
+                             f"gives each rank a shard of them; use optim=adamw with fsdp, or drop fsdp (DDP)")
+        if self.fsdp and self.load_best_model_at_end:
+            raise ValueError("load_best_model_at_end is not supported with fsdp yet; drop one of them")
         if self.load_best_model_at_end and self.eval_steps and self.save_steps and self.save_steps % self.eval_steps:
             raise ValueError("load_best_model_at_end needs save_steps to be a multiple of eval_steps (as HF "
                              f"TrainingArguments), got save_steps={self.save_steps}, eval_steps={self.eval_steps}")

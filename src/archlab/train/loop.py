@@ -36,6 +36,7 @@ from archlab.models.scoring import LossTotals, score_batch
 from archlab.rundir import RunDir
 from archlab.train import best
 from archlab.train import checkpoint as ckpt
+from archlab.train import fsdp
 from archlab.train.acceleration import (
     CompileDecision,
     accelerate_precision,
@@ -145,12 +146,25 @@ class Trainer:
         self.state = TrainState(total, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps)
         self.mask_token_id = _mask_token_id(data, cfg.objective)
         self._last_grad_norm = 0.0
+        # FSDP shards the parameters in place; the optimizer must be built on the shards
+        self.sharded = bool(cfg.fsdp) and self.accelerator.num_processes > 1
+        self._notes: list[str] = []
+        if self.sharded:
+            units = fsdp.shard(model, cfg.fsdp, cfg.fsdp_config.transformer_layer_cls_to_wrap, self.accelerator.device)
+            self._notes.append(f"fsdp: parameters sharded over {self.accelerator.num_processes} ranks in {units} "
+                               f"units ({' '.join(cfg.fsdp)})")
+        elif cfg.fsdp:
+            self._notes.append("fsdp: one process, nothing to shard; training unsharded")
         optimizer = build_optimizer(model, cfg)
         warmup = cfg.warmup_steps or int(round(cfg.warmup_ratio * total))
         self.scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
                                        num_training_steps=total)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.compile = CompileDecision(cfg.torch_compile, total, self.accelerator.device.type)
+        if self.sharded:  # fully_shard did what accelerate's DDP wrapper would; only the optimizer is wrapped
+            self.model, self.optimizer = model, self.accelerator.prepare(optimizer)
+        else:
+            self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.compile = CompileDecision(False if self.sharded else cfg.torch_compile, total,
+                                       self.accelerator.device.type)
         self.compiled = False
         self._compiled_step_seconds: list[float] = []
         self._compile_logged = False
@@ -165,24 +179,25 @@ class Trainer:
             )
 
     # ----------------------------------------------------------------------------------------- state
-    def _trainer_state(self) -> dict[str, Any]:
+    def _trainer_state(self, optimizer_state: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
             "state": asdict(self.state),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict() if optimizer_state is None else optimizer_state,
             "scheduler": self.scheduler.state_dict(),
             "rng": ckpt.rng_state(),
         }
 
     def _resume(self) -> None:
+        load = (lambda tensors: fsdp.load_full_model_state(self.unwrapped, tensors)) if self.sharded else None
         restored = ckpt.load_latest(self.checkpoint_dir, self.unwrapped, warn=self._warn,
-                                    include_frozen=self.checkpoint_frozen)
+                                    include_frozen=self.checkpoint_frozen, load=load)
         if restored is None:
             if ckpt.list_checkpoints(self.checkpoint_dir):
                 self._warn("no usable checkpoint: training starts again from step 0")
             self.metrics.truncate_after(0)  # a fresh start must not log its steps a second time
             return
         saved = restored.trainer_state
-        self.optimizer.load_state_dict(saved["optimizer"])
+        fsdp.load_optimizer_state(self.unwrapped, self.optimizer.optimizer, saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.state = TrainState(**{**saved["state"], "total_steps": self.state.total_steps})
         ckpt.set_rng_state(saved["rng"])
@@ -190,6 +205,8 @@ class Trainer:
         self._warn(f"resumed from {restored.path.name} (step {self.state.step})")
 
     def save(self) -> Path | None:
+        if self.sharded:
+            return self._save_sharded()
         if not ckpt.all_finite(self.unwrapped):
             self._warn(f"not checkpointing step {self.state.step}: weights contain NaN/Inf")
             return None
@@ -199,6 +216,32 @@ class Trainer:
             self.checkpoint_dir, self.state.step, self.unwrapped, self._trainer_state(), self.cfg.save_total_limit,
             include_frozen=self.checkpoint_frozen,
         )
+
+    def _save_sharded(self) -> Path | None:
+        """Every rank gathers (a collective); rank 0 writes the full state as a DDP run would."""
+        tensors = fsdp.full_model_state(self.unwrapped)
+        optimizer_state = fsdp.full_optimizer_state(self.unwrapped, self.optimizer.optimizer)
+        if not self.accelerator.is_main_process:
+            return None
+        names = ckpt.checkpoint_names(self.unwrapped, self.checkpoint_frozen)
+        tensors = {name: tensors[name] for name in names}
+        if not all(bool(torch.isfinite(t).all()) for t in tensors.values()):
+            self._warn(f"not checkpointing step {self.state.step}: weights contain NaN/Inf")
+            return None
+        return ckpt.save_checkpoint(self.checkpoint_dir, self.state.step, self.unwrapped,
+                                    self._trainer_state(optimizer_state), self.cfg.save_total_limit,
+                                    include_frozen=self.checkpoint_frozen, tensors=tensors)
+
+    def trained_model(self, build) -> nn.Module | None:
+        """The trained model as a plain module for evaluation and export: under FSDP, after ``fit``, rank 0 gets
+        ``build()`` loaded with the weights gathered at the end of training, other ranks None."""
+        if not self.sharded:
+            return self.unwrapped
+        if not self.accelerator.is_main_process:
+            return None
+        plain = build().to(self.accelerator.device)
+        plain.load_state_dict(self._gathered)
+        return plain
 
     @property
     def unwrapped(self) -> nn.Module:
@@ -217,6 +260,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self._resume()
+        for note in self._notes:
+            self._warn(note)
         self._measure_flops()
         if self.compile.decided:
             self._compile_model()
@@ -256,6 +301,8 @@ class Trainer:
         if self.cfg.load_best_model_at_end:
             self._load_best()
         self._emit("on_train_end")
+        if self.sharded:  # gathered while the process group lives (end_training destroys it)
+            self._gathered = fsdp.full_model_state(self.unwrapped)
         self.accelerator.end_training()
         return self.state
 
@@ -311,7 +358,11 @@ class Trainer:
         grad_norm = float("nan")
         if math.isfinite(loss_sum):
             max_norm = self.state.schedule_values.get("max_grad_norm", self.cfg.max_grad_norm)  # staged clipping
-            if max_norm > 0:
+            if self.sharded:  # DTensor gradients: torch's clip computes the norm over every rank's shards
+                self.accelerator.unscale_gradients()
+                grad_norm = fsdp.local_value(torch.nn.utils.clip_grad_norm_(
+                    self.model.parameters(), max_norm if max_norm > 0 else math.inf))
+            elif max_norm > 0:
                 grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
             else:
                 grad_norm = _grad_norm(self.model)

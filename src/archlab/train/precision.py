@@ -4,7 +4,10 @@
 - 7.x (Volta V100, Turing T4): no bfloat16 in hardware, so ``fp16`` autocast with a loss scaler
   (accelerate's ``mixed_precision="fp16"`` creates ``torch.amp.GradScaler``; archlab's loop skips the
   update of a step whose gradients overflow and the scaler lowers its scale, see ``Trainer``);
-- older GPUs and CPUs: full fp32 (``no``).
+- older GPUs: full fp32 (``no``).
+
+``bf16: auto`` (``archlab.train.acceleration.resolve_precision``) applies this rule on CUDA; on a CPU it picks
+bf16 autocast when the CPU has native bf16 (avx512_bf16 / AMX, read from its flags), else fp32.
 
 Seed 000 ran on 2x T4, so ``plans/titanesque_v2.yaml``'s ``full`` profile sets ``train.fp16: true``.
 """
