@@ -34,9 +34,8 @@ from archlab.models.masked_diffusion import (
 )
 from archlab.models.scoring import LossTotals, score_batch
 from archlab.rundir import RunDir
-from archlab.train import best
+from archlab.train import best, fsdp
 from archlab.train import checkpoint as ckpt
-from archlab.train import fsdp
 from archlab.train.acceleration import (
     CompileDecision,
     accelerate_precision,
