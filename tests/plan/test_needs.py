@@ -92,3 +92,46 @@ def test_archlab_plan_refuses_a_needs_key_the_architecture_lacks(corpus_dir):
     parsed = PlanConfig.parse(plan)
     with pytest.raises(ArchlabError, match="needs key 'model.config.entropy_model_pth'.*did you mean 'entropy_model_path'"):
         validate_plan(parsed, expand(parsed))
+
+
+def test_the_gate_waits_for_needed_runs_and_fails_a_dependent_of_a_failed_one(corpus_dir):
+    from archlab.plan.deps import READY, WAIT, gate
+    from archlab.plan.runner import Outcome
+
+    entropy, latent = expand(PlanConfig.parse(_plan(corpus_dir)))
+    ids = {entropy.id, latent.id}
+    assert gate(entropy, {}, ids) == READY
+    assert gate(latent, {}, ids) == WAIT
+    assert gate(latent, {entropy.id: Outcome(entropy.id, "done")}, ids) == READY
+    failed = gate(latent, {entropy.id: Outcome(entropy.id, "diverged", "nan")}, ids)
+    assert failed.status == "failed" and failed.message.startswith(f"not started: needs run {entropy.id}")
+    assert gate(latent, {}, {latent.id}) == READY  # filtered out (--only): the runner checks its folder
+
+
+@pytest.mark.slow  # two worker processes
+def test_the_pool_starts_a_dependent_only_after_its_dependency(tmp_path, corpus_dir):
+    from archlab.plan.pool import run_pool
+
+    entropy, latent = expand(PlanConfig.parse(_plan(corpus_dir)))
+    store = RunStore(tmp_path / "runs", "needs")
+    # two free workers: without the gate the dependent would start at once and fail (its dependency running)
+    outcomes = run_pool([latent, entropy], store, workers=2)
+    assert [o.status for o in outcomes] == ["done", "done"], outcomes
+
+    plan = _plan(corpus_dir)
+    plan["include"][1]["set"]["data.source"] = str(tmp_path / "missing")
+    entropy, latent = expand(PlanConfig.parse(plan))
+    outcomes = run_pool([latent, entropy], store, workers=2)
+    assert outcomes[1].status == "failed"
+    assert outcomes[0].message.startswith(f"not started: needs run {entropy.id} (for {KEY}), which is failed")
+    assert not store.run(latent.id).path.exists()  # never started
+
+
+@pytest.mark.slow  # a local Ray cluster
+def test_ray_submits_a_dependent_only_after_its_dependency(tmp_path, corpus_dir):
+    pytest.importorskip("ray")
+    from archlab.plan.executor import run_ray
+
+    entropy, latent = expand(PlanConfig.parse(_plan(corpus_dir)))
+    outcomes = run_ray([latent, entropy], RunStore(tmp_path / "runs", "needs"), num_cpus=1)
+    assert [o.status for o in outcomes] == ["done", "done"], outcomes

@@ -131,19 +131,41 @@ def run_ray(specs: list[RunSpec], store: RunStore, console: Console | None = Non
             raise ArchlabError(f"--ray-address {address}: no Ray cluster there ({_first_line(exc)}); start one with "
                                f"`ray start --head` or leave the option out for a local one") from None
     task = ray.remote(max_retries=max_retries, retry_exceptions=False)(_run_remote)
+    from archlab.plan.deps import READY, gate
+
     outcomes: dict[str, Outcome] = {}
-    pending = {}
+    waiting: list[RunSpec] = []
     for spec in specs:
-        run = store.run(spec.id)
-        if run.is_done():
+        if store.run(spec.id).is_done():
             outcomes[spec.id] = Outcome(spec.id, "done", "already done")
         else:
-            options = task.options(**ray_resources(spec, num_cpus, num_gpus))
-            pending[options.remote(spec.config.to_dict(), *store.source, spec.id, list(callbacks or []))] = spec.id
+            waiting.append(spec)
+    plan_ids = {s.id for s in specs}
+    pending = {}
+
+    def submit_ready() -> None:
+        """Submit each waiting run whose dependencies are done (a run must not start before what it needs)."""
+        for spec in list(waiting):
+            state = gate(spec, outcomes, plan_ids)
+            if isinstance(state, Outcome):
+                waiting.remove(spec)
+                outcomes[spec.id] = state
+                _report(progress, state)
+                progress.advance(overall)
+            elif state == READY:
+                waiting.remove(spec)
+                options = task.options(**ray_resources(spec, num_cpus, num_gpus))
+                pending[options.remote(spec.config.to_dict(), *store.source, spec.id, list(callbacks or []))] = spec.id
+
     with Progress(*COLUMNS, console=console or Console()) as progress:
         overall = progress.add_task(f"plan ({len(specs)} runs on ray)", total=len(specs), info="",
                                     completed=len(outcomes))
-        while pending:
+        submit_ready()
+        while pending or waiting:
+            if not pending:  # only a cycle could leave runs waiting on nothing (expand forbids it)
+                for spec in waiting:
+                    outcomes[spec.id] = Outcome(spec.id, "failed", "not started: the runs it needs never ran")
+                break
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 run_id = pending.pop(ref)
@@ -155,6 +177,7 @@ def run_ray(specs: list[RunSpec], store: RunStore, console: Console | None = Non
                 outcomes[run_id] = outcome
                 _report(progress, outcome)
                 progress.advance(overall)
+            submit_ready()
     return [outcomes[s.id] for s in specs]
 
 

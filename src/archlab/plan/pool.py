@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from archlab.errors import ArchlabError
+from archlab.plan.deps import READY, gate
 from archlab.plan.expand import RunSpec
 from archlab.plan.runner import Outcome
 from archlab.plan.store import RunDir, RunStore, single_process_store
@@ -121,23 +122,40 @@ def run_pool(specs: list[RunSpec], store: RunStore, console: Console | None = No
             else:
                 queue.append(spec)
     running: list[_Running] = []
+    plan_ids = {s.id for s in specs}
     last_push = time.monotonic()
     where = f"GPUs {','.join(gpus)}" if gpus is not None else f"{threads} thread(s) each"
     with Progress(console=console) as progress:
         overall = progress.add_task(f"plan ({len(specs)} runs, {workers} at once, {where})", total=len(specs),
                                     completed=len(outcomes))
+
+        def finished(outcome: Outcome) -> None:
+            outcomes[outcome.run_id] = outcome
+            if on_outcome:
+                on_outcome(outcome)
+            if outcome.status in ("failed", "diverged"):
+                progress.console.print(f"[red]{outcome.status}[/red] {outcome.run_id}: {outcome.message}",
+                                       soft_wrap=True)
+            progress.advance(overall)
+
         try:
             while queue or running:
                 while queue and len(running) < workers:
-                    spec = queue[0]
+                    spec = _next_ready(queue, outcomes, plan_ids, finished)
+                    if spec is None:
+                        break  # the rest wait for the runs they need
                     k = gpus_needed(spec, gpus is not None)
                     taken = slots.take(k) if gpus is not None else []
                     if taken is None:
                         break  # first come, first served: wait for k free GPUs
-                    queue.popleft()
+                    queue.remove(spec)
                     store.pull(spec.id)  # a remote store: resume from the last uploaded checkpoint
                     running.append(_start(spec, store.run(spec.id), threads, taken if gpus is not None else None))
                     progress.console.print(f"started {spec.id}" + (f" on GPU {','.join(taken)}" if taken else ""))
+                if queue and not running and _next_ready(queue, outcomes, plan_ids, finished) is None:
+                    for spec in list(queue):  # only a cycle could leave them waiting on nothing (expand forbids it)
+                        queue.remove(spec)
+                        finished(Outcome(spec.id, "failed", "not started: the runs it needs never ran"))
                 time.sleep(poll_seconds)
                 if store.mirror is not None and time.monotonic() - last_push > UPLOAD_EVERY_SECONDS:
                     last_push = time.monotonic()
@@ -146,18 +164,24 @@ def run_pool(specs: list[RunSpec], store: RunStore, console: Console | None = No
                     running.remove(item)
                     store.push(item.spec.id)
                     slots.give(item.gpus)
-                    outcome = _outcome(item)
-                    outcomes[item.spec.id] = outcome
-                    if on_outcome:
-                        on_outcome(outcome)
-                    if outcome.status in ("failed", "diverged"):
-                        progress.console.print(f"[red]{outcome.status}[/red] {outcome.run_id}: {outcome.message}",
-                                               soft_wrap=True)
-                    progress.advance(overall)
+                    finished(_outcome(item))
         except KeyboardInterrupt:
             _stop(running)  # each worker records its run as resumable before it exits
             raise
     return [outcomes[s.id] for s in specs]
+
+
+def _next_ready(queue: deque[RunSpec], outcomes: dict[str, Outcome], plan_ids: set[str],
+                finished: Callable[[Outcome], None]) -> RunSpec | None:
+    """The first queued run whose dependencies are done; runs whose dependency failed leave the queue failed."""
+    for spec in list(queue):
+        state = gate(spec, outcomes, plan_ids)
+        if isinstance(state, Outcome):
+            queue.remove(spec)
+            finished(state)
+        elif state == READY:
+            return spec
+    return None
 
 
 def _start(spec: RunSpec, run: RunDir, threads: int, gpus: list[str] | None) -> _Running:
