@@ -11,7 +11,9 @@ FSDP2 itself runs on CPU over gloo, which is how it is tested here (2 CPU proces
 code shards over NCCL. Mixed precision stays accelerate's autocast with fp32 shards, as for DDP.
 
 Checkpoints gather the full state (model and optimizer, parameter names as keys) on rank 0, which writes
-them as a DDP run would; any world size, sharded or not, resumes from them.
+them as a DDP run would; any world size, sharded or not, resumes from them. Sharded checkpoints through
+``torch.distributed.checkpoint`` are not offered: DCP writes its ``.metadata`` with pickle, and a checkpoint
+archlab reads must be data, never code (``archlab.train.state_io``).
 """
 
 from __future__ import annotations
