@@ -66,3 +66,19 @@ def test_two_fsdp_ranks_equal_one_process_and_checkpoints_resume_at_any_world_si
     events = [r.get("event", "") for r in map(json.loads, (to_fsdp / "metrics.jsonl").read_text().splitlines())]
     assert any("resumed from step-0000003" in e for e in events), events
     _assert_close(_weights(to_fsdp), _weights(reference.path))
+
+
+def test_archlab_plan_names_a_block_class_fsdp_cannot_find(corpus_dir):
+    from archlab.errors import ArchlabError
+    from archlab.plan import PlanConfig, expand
+    from archlab.plan.validate import validate_plan
+
+    config = _config(corpus_dir, batch=4)
+    config["train"].update(fsdp="full_shard auto_wrap", fsdp_config={"transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]})
+    plan = PlanConfig.parse({"name": "sharded", "defaults": config, "include": [{"name": "one"}]})
+    with pytest.raises(ArchlabError, match=r"\['LlamaDecoderLayer'\] matches no module of this model; its module "
+                                           r"classes: .*DecoderBlock"):
+        validate_plan(plan, expand(plan))
+    config["train"]["fsdp_config"] = {}  # default: the model's _no_split_modules
+    plan = PlanConfig.parse({"name": "sharded", "defaults": config, "include": [{"name": "one"}]})
+    validate_plan(plan, expand(plan))

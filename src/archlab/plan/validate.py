@@ -283,6 +283,13 @@ def _check_model(config: RunConfig, vocab_size: int, where: str) -> None:
         key = "data.block_size" if config.data.packing == "group" else "data.max_length"
         raise ArchlabError(f"{where}: {key}={length} is longer than the model's max_position_embeddings="
                            f"{positions}; lower {key} or raise max_position_embeddings")
+    if "auto_wrap" in config.train.fsdp:  # the blocks FSDP shards one by one must exist in this model
+        from archlab.train.fsdp import blocks_to_wrap
+
+        try:
+            blocks_to_wrap(model, config.train.fsdp_config.transformer_layer_cls_to_wrap)
+        except ArchlabError as exc:
+            raise ArchlabError(f"{where}: {exc}") from None
     from archlab.train.schedules import TRAINER_ATTRIBUTES, set_model_attribute
 
     for name in config.train.schedules:

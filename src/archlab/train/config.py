@@ -54,7 +54,7 @@ class FsdpConfig(Config):
 
     transformer_layer_cls_to_wrap: list[str] | None = Field(
         None, description="block class names that auto_wrap shards as their own unit (default: the model's "
-        "_no_split_modules, e.g. ArchlabDecoderLayer)")
+        "_no_split_modules, e.g. DecoderBlock)")
 
 
 class TrainConfig(Config):
