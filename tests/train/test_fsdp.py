@@ -47,6 +47,8 @@ def test_two_fsdp_ranks_equal_one_process_and_checkpoints_resume_at_any_world_si
     assert [r["step"] for r in _losses(sharded)] == [1, 2, 3, 4, 5, 6]  # rank 0 alone logged
     events = [r.get("event", "") for r in map(json.loads, (sharded / "metrics.jsonl").read_text().splitlines())]
     assert "fsdp: parameters sharded over 2 ranks in 3 units (full_shard auto_wrap)" in events  # 2 blocks + root
+    env = json.loads((sharded / "env.json").read_text())
+    assert env["processes"] == 2 and env["data_parallel"] == "fsdp"
     assert sorted(p.name for p in (sharded / "checkpoints").iterdir()) == ["step-0000003", "step-0000006"]
     # the checkpoint is the full model, named as a 1-process run names it
     assert load_file(sharded / "checkpoints" / "step-0000003" / "model.safetensors").keys() == \

@@ -433,7 +433,11 @@ class Trainer:
             self.peak_flops = matmul_peak_flops(self.accelerator.device, PRECISION_DTYPES[self.precision])
         except Exception as exc:  # informational only: a model the counter cannot run still trains
             self._warn(f"FLOPs not counted ({type(exc).__name__}: {exc}); no MFU in this run's logs")
+        parallel = "fsdp" if self.sharded else "ddp" if self.accelerator.num_processes > 1 else "none"
+        if not self.accelerator.is_main_process:
+            return  # rank 0 owns the run folder
         self.run.update_env({"precision": self.precision, "torch_compile": self.cfg.torch_compile,
+                             "processes": self.accelerator.num_processes, "data_parallel": parallel,
                              "matmul_peak_flops": self.peak_flops, "peak_device": device_name(self.accelerator.device)})
 
     def _flops_record(self, tokens_per_second: float) -> dict[str, float]:
@@ -490,7 +494,8 @@ class Trainer:
                 summary["matmul_peak_flops"] = self.peak_flops
         if self.compile.reason:
             summary["torch_compile_reason"] = self.compile.reason
-        self.run.update_summary(summary)
+        if self.accelerator.is_main_process:
+            self.run.update_summary(summary)
 
     def evaluate(self) -> dict[str, Any]:
         batch_size = self.cfg.per_device_eval_batch_size
