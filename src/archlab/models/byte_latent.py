@@ -333,7 +333,8 @@ class ByteLatentForCausalLM(ByteLatentPreTrainedModel, GenerationMixin):
             x, _ = block(x)
         starts = self.patch_starts(ids_BT)
         pid, read, counts = patch_ids(starts)
-        P = int(counts.max()) if T else 0
+        # static patches: the count follows from the shape, so a compiled step has no data-dependent size
+        P = -(-T // self.config.patch_size) if self.config.patching == "static" else int(counts.max()) if T else 0
         # mean of each patch's encoder states; a patch is read only once complete (see `read`)
         pooled = x.new_zeros(B, max(P, 1), x.shape[-1]).scatter_add(1, pid[..., None].expand_as(x), x)
         sizes = torch.zeros(B, max(P, 1), device=x.device, dtype=x.dtype).scatter_add(1, pid, torch.ones_like(
@@ -361,9 +362,13 @@ class ByteLatentForCausalLM(ByteLatentPreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         if input_ids is None:
             raise ValueError("ByteLatentForCausalLM reads input_ids (bytes); inputs_embeds is not supported")
-        if attention_mask is not None and not bool(attention_mask.all()):
-            raise ValueError("ByteLatentForCausalLM does not take padded batches (attention_mask has zeros); "
-                             "pack the data (data.packing: group) or use batch size 1")
+        if attention_mask is not None and not torch.compiler.is_compiling():
+            # right padding is harmless (every part is causal: pads only shape the patches after the real bytes);
+            # left padding would put pads into the first patch. Eager only: a compiled step never reads the mask.
+            if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+                raise ValueError("ByteLatentForCausalLM takes right-padded batches only (attention_mask has a 0 "
+                                 "before a 1): pad on the right, pack the data (data.packing: group) or use batch "
+                                 "size 1")
         if use_cache is None:
             use_cache = cache is not None
         if use_cache:
