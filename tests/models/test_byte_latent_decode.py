@@ -10,7 +10,8 @@ import torch
 from tests.models.test_byte_latent import CONFIGS, VOCAB, build
 from transformers import DynamicCache
 
-from archlab.nn.cache import states_of
+from archlab.models.byte_latent_decode import _streamed_entropies, can_stream
+from archlab.nn.cache import StateLayer, states_of
 
 LENGTH = 37  # odd; > 16 patches with 1-byte patches, so the latent buffers grow past their first capacity
 
@@ -51,16 +52,42 @@ def test_decoding_with_the_cache_equals_the_full_forward(name, prefill):
     assert state.seen_tokens == LENGTH
 
 
+@pytest.mark.parametrize("name", ["entropy_global_and_relative", "entropy_no_newline_reset"])
+def test_the_entropy_models_cache_gives_the_entropies_of_each_line_read_alone(name):
+    """Streamed with its own keys/values (a newline: BOS at position 0, the row's earlier keys masked), the entropy
+    model gives ``byte_entropies``' numbers, whose lines each run alone behind a BOS."""
+    model = build(**CONFIGS[name]).double()
+    x = text()
+    state = StateLayer()
+    with torch.no_grad():
+        parts = [_streamed_entropies(model, x[:, :4], state)]
+        parts += [_streamed_entropies(model, x[:, t : t + 3], state)[:, 1:] for t in range(4, LENGTH, 3)]
+        torch.testing.assert_close(torch.cat(parts, 1), model.entropies(x), atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["entropy_global_and_relative", "entropy_no_newline_reset"])
+def test_an_entropy_model_without_a_maskable_cache_re_reads_the_current_lines(name):
+    model = build(**CONFIGS[name]).double()
+    model.entropy_model._archlab_streams = False  # as for a recurrent entropy model
+    x = text()
+    with torch.no_grad():
+        stepped, cache = decode(model, x, 6)
+        torch.testing.assert_close(stepped, model(input_ids=x).logits, atol=1e-10, rtol=1e-10)
+    context = states_of(cache, 0).get("context")
+    # with restarts, only the batch's current lines: from byte 8 on (row 0's line starts there)
+    assert context.shape == (3, LENGTH - 8 if name == "entropy_global_and_relative" else LENGTH)
+
+
 def test_the_cache_keeps_no_copy_of_the_bytes_seen():
     model = build(**CONFIGS["entropy_global_and_relative"])
+    assert can_stream(model.entropy_model)
     x = text()
     with torch.no_grad():
         states = [states_of(decode(model, x[:, :length], 6)[1], 0) for length in (LENGTH - 10, LENGTH)]
-    assert states[1].get("bytes") is None
-    # the entropy model re-reads only the batch's current lines: from byte 8 on (row 0's line starts there)
-    assert states[1].get("context").shape == (3, LENGTH - 8)
+    assert states[1].get("bytes") is None and states[1].get("context") is None
+    growing = ("latent.", "entropy.", "entropy_mask")  # keys/values (and their mask) of what attention reads
     for name, value in states[1].states.items():  # the rest does not grow with the bytes seen
-        if not name.startswith("latent.") and name != "context":
+        if not name.startswith(growing):
             assert value.shape == states[0].get(name).shape, name
 
 

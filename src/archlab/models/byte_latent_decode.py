@@ -1,14 +1,16 @@
 """Incremental decoding of the byte latent model: new bytes continue from the state in the Cache.
 
 Every part keeps what it needs to go on from where the last call stopped, so a byte costs O(1) outside the
-entropy model and the latent attention (O(log P) keys), and prefill then steps equal one full forward:
+entropy model's attention (over the bytes seen) and the latent attention (O(log P) keys), and prefill then
+steps equal one full forward:
 
 - hash n-grams: the last ``max(n) - 1`` bytes; the n-gram conv: its last ``kernel - 1`` inputs;
 - every IntegralLNN of the encoder and decoder: its conv window and EMA state (``IntegralLNN`` carries them);
 - patching: whether the next byte starts a patch (known at the previous byte: the rules are causal), the open
-  patch's length (max-size rule) and the last entropy (relative rule); the entropy model re-reads the text
-  since the last newline of the batch (its context restarts there), or everything when ``reset_at_newline``
-  is off: the one O(context) part, on the small byte LM;
+  patch's length (max-size rule) and the last entropy (relative rule); the entropy model's own keys/values,
+  with a per-row mask and positions that make a newline restart its context (``can_stream``). An entropy
+  model that cannot decode so (a recurrent one) re-reads the text since the batch's earliest current line
+  start instead (or everything when ``reset_at_newline`` is off);
 - the open patch: the sum and count of its encoder states;
 - the latent transformer: each layer's RoPE'd keys and values of the completed patches [B, capacity, H, K]
   and the per-row count; the latent of the last completed patch (what later bytes read until the next one).
@@ -20,8 +22,12 @@ All state is batch-first in ``states_of(cache, 0)``, so beam search reorders it 
 
 from __future__ import annotations
 
-import torch
+import inspect
 
+import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from archlab.nn.byte_latent import normalized_entropy
 from archlab.nn.cache import StateMixin
 
 
@@ -42,9 +48,10 @@ def _starts(model, ids_BN: torch.Tensor, state: StateMixin, seen: int) -> torch.
     if cfg.patching == "static":
         j = torch.arange(seen, seen + N + 1, device=ids_BN.device)
         return (j % cfg.patch_size == 0).expand(B, N + 1)
-    before = state.get("context")
-    context = ids_BN if before is None else torch.cat([before.to(ids_BN.device), ids_BN], 1)
-    H_BN1 = model.entropies(context)[:, context.shape[1] - N:]  # column 0: the entropy of the first new byte
+    if can_stream(model.entropy_model) and state.get("context") is None:
+        H_BN1 = _streamed_entropies(model, ids_BN, state)
+    else:
+        H_BN1 = _reread_entropies(model, ids_BN, state)
     if state.get("next_start") is None:  # nothing seen: column 0 is byte 0, which always starts a patch
         first, length, previous = torch.ones(B, dtype=torch.bool, device=ids_BN.device), \
             torch.ones(B, dtype=torch.long, device=ids_BN.device), H_BN1[:, 0]
@@ -60,14 +67,97 @@ def _starts(model, ids_BN: torch.Tensor, state: StateMixin, seen: int) -> torch.
         length = torch.where(start, torch.ones_like(length), length + 1)
         columns.append(start)
         previous = H
+    state.set("run", length)
+    state.set("entropy", previous)
+    return torch.stack(columns, 1)
+
+
+def can_stream(entropy_model) -> bool:
+    """Whether the entropy model decodes with a key/value cache honouring a 2-d mask and explicit positions.
+
+    Then the newline restarts are a mask and a position reset instead of a re-read. Probed once (one byte):
+    every cache layer must be plain keys/values (a recurrent layer's state cannot be masked).
+    """
+    known = getattr(entropy_model, "_archlab_streams", None)
+    if known is None:
+        accepted = set(inspect.signature(type(entropy_model).forward).parameters)
+        known = {"attention_mask", "position_ids"} <= accepted
+        if known:
+            cache = DynamicCache()
+            ids = torch.zeros(1, 1, dtype=torch.long, device=next(entropy_model.parameters()).device)
+            with torch.no_grad():
+                entropy_model(input_ids=ids, use_cache=True, **{_cache_key(entropy_model): cache})
+            known = bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+        entropy_model._archlab_streams = known
+    return known
+
+
+def _cache_key(model) -> str:
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
+def _streamed_entropies(model, ids_BN: torch.Tensor, state: StateMixin) -> torch.Tensor:
+    """[B, N + 1] entropies (column 0 only when nothing was seen) from the entropy model's own cache.
+
+    The model reads BOS, then each byte, except that a newline is fed as a BOS at position 0 with the row's
+    earlier keys masked out: its output is then the prediction from BOS alone, and the line's later bytes
+    see only their line, as ``byte_entropies`` runs each line alone (BLT's restart). Restarts happen at
+    different bytes in different rows, so a chunk is fed in pieces that each begin at a restart.
+    """
+    cfg, em = model.config, model.entropy_model
+    B, N = ids_BN.shape
+    device = ids_BN.device
+    restart = (ids_BN == cfg.newline_id) if cfg.reset_at_newline else torch.zeros_like(ids_BN, dtype=torch.bool)
+    tokens = torch.where(restart, torch.full_like(ids_BN, cfg.bos_for_entropy), ids_BN)
+    fresh = state.get("entropy_positions") is None
+    if fresh:
+        tokens = torch.cat([ids_BN.new_full((B, 1), cfg.bos_for_entropy), tokens], 1)
+        restart = torch.cat([restart.new_ones(B, 1), restart], 1)
+    layers = 0
+    while state.get(f"entropy.{layers}.keys") is not None:
+        layers += 1
+    mask = state.get("entropy_mask")
+    mask = torch.zeros(B, 0, dtype=torch.long, device=device) if mask is None else mask
+    last = state.get("entropy_positions")
+    last = torch.full((B,), -1, dtype=torch.long, device=device) if last is None else last
+    cuts = sorted({0, tokens.shape[1], *torch.nonzero(restart[:, 1:].any(0)).flatten().add(1).tolist()})
+    columns = []
+    for a, b in zip(cuts, cuts[1:], strict=False):
+        starts = restart[:, a]  # a restart inside a piece is only ever at its first token
+        first = torch.where(starts, torch.zeros_like(last), last + 1)
+        positions = first[:, None] + torch.arange(b - a, device=device)
+        mask = torch.cat([torch.where(starts[:, None], torch.zeros_like(mask), mask),
+                          mask.new_ones(B, b - a)], 1)
+        cache = DynamicCache()
+        for i in range(layers):
+            cache.update(state.get(f"entropy.{i}.keys"), state.get(f"entropy.{i}.values"), i)
+        logits = em(input_ids=tokens[:, a:b], attention_mask=mask, position_ids=positions, use_cache=True,
+                    **{_cache_key(em): cache}).logits
+        layers = len(cache.layers)
+        for i, layer in enumerate(cache.layers):
+            state.set(f"entropy.{i}.keys", layer.keys)
+            state.set(f"entropy.{i}.values", layer.values)
+        last = positions[:, -1]
+        columns.append(normalized_entropy(logits))
+    state.set("entropy_mask", mask)
+    state.set("entropy_positions", last)
+    H = torch.cat(columns, 1)
+    return H if fresh else torch.cat([H.new_zeros(B, 1), H], 1)  # column 0 is then read from the state
+
+
+def _reread_entropies(model, ids_BN: torch.Tensor, state: StateMixin) -> torch.Tensor:
+    """[B, N + 1] entropies by re-reading the text since the batch's earliest current line start (any model)."""
+    cfg = model.config
+    N = ids_BN.shape[1]
+    before = state.get("context")
+    context = ids_BN if before is None else torch.cat([before.to(ids_BN.device), ids_BN], 1)
+    H_BN1 = model.entropies(context)[:, context.shape[1] - N:]  # column 0: the entropy of the first new byte
     if cfg.reset_at_newline:  # keep the text from the batch's earliest current line start on
         T = context.shape[1]
         last_newline = torch.where(context == cfg.newline_id, torch.arange(T, device=context.device), -1).amax(1)
         context = context[:, int(last_newline.min()) + 1 :] if T else context
     state.set("context", context)
-    state.set("run", length)
-    state.set("entropy", previous)
-    return torch.stack(columns, 1)
+    return H_BN1
 
 
 def decode_hidden_states(model, ids_BN: torch.Tensor, state: StateMixin, seen: int) -> torch.Tensor:
