@@ -63,6 +63,9 @@ def test_the_entropy_models_cache_gives_the_entropies_of_each_line_read_alone(na
         parts = [_streamed_entropies(model, x[:, :4], state)]
         parts += [_streamed_entropies(model, x[:, t : t + 3], state)[:, 1:] for t in range(4, LENGTH, 3)]
         torch.testing.assert_close(torch.cat(parts, 1), model.entropies(x), atol=1e-12, rtol=1e-12)
+    # BOS + the bytes; with restarts the keys before row 0's line (bytes 0..7, which no row reads) are dropped
+    width = LENGTH + 1 - (8 if model.config.reset_at_newline else 0)
+    assert state.get("entropy_mask").shape == (3, width) and state.get("entropy.0.keys").shape[2] == width
 
 
 @pytest.mark.parametrize("name", ["entropy_global_and_relative", "entropy_no_newline_reset"])

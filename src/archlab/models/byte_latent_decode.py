@@ -139,6 +139,14 @@ def _streamed_entropies(model, ids_BN: torch.Tensor, state: StateMixin) -> torch
             state.set(f"entropy.{i}.values", layer.values)
         last = positions[:, -1]
         columns.append(normalized_entropy(logits))
+    # keys that no row reads any more (lines every row has left) are dropped: attention spans the current lines
+    read = mask.bool().any(0)
+    first = int(read.long().argmax()) if bool(read.any()) else mask.shape[1]
+    if first:
+        mask = mask[:, first:]
+        for i in range(layers):
+            state.set(f"entropy.{i}.keys", state.get(f"entropy.{i}.keys")[:, :, first:])
+            state.set(f"entropy.{i}.values", state.get(f"entropy.{i}.values")[:, :, first:])
     state.set("entropy_mask", mask)
     state.set("entropy_positions", last)
     H = torch.cat(columns, 1)
