@@ -7,8 +7,8 @@ A100 (the seed's condition); elsewhere the row says where it was measured and st
 
 ``sizes_view`` states every run's parameter counts: all of them, and the non-embedding trainable ones that the
 plan's ``match: {count: non_embedding}`` compares (the byte latent model's hash n-gram tables and frozen entropy
-model make its total several times its compute-bearing part), with each run's difference from the nearest byte
-latent model and, for a matched run, the width the match chose.
+model make its total several times its compute-bearing part) and, for a matched run, its difference from the
+nearest byte latent model and the width the match chose.
 """
 
 from __future__ import annotations
@@ -115,9 +115,10 @@ def sizes_view(rows: list[RunRow], plots: Path) -> Section | None:
             body.append([row.spec.title, "—", "—", "—", _matched(row.spec.config)])
             continue
         nearest = min(latent, key=lambda n: abs(n - counts[1])) if latent else None
-        delta = f"{(counts[1] - nearest) / nearest:+.1%}" if nearest else "—"
+        matched = getattr(row.spec.config, "match", None) is not None
+        delta = f"{(counts[1] - nearest) / nearest:+.1%}" if nearest and matched else ""
         body.append([row.spec.title, f"{counts[0]:,}", f"{counts[1]:,}", delta, _matched(row.spec.config)])
-    header = ["Variant", "parameters (all)", "non-embedding, trainable", "vs nearest byte latent model",
+    header = ["Variant", "parameters (all)", "non-embedding, trainable", "matched: vs nearest byte latent model",
               "sized by match"]
     note = ("\n\nNon-embedding, trainable: what training updates, less lookup tables (byte/token, position and "
             "hash n-gram embeddings, an untied output embedding); the frozen entropy model is not counted. The "
