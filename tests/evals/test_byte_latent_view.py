@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from archlab.plan.expand import RunSpec
-from archlab.report.byte_latent_view import criteria_view
+from archlab.report.byte_latent_view import criteria_view, sizes_view
 from archlab.report.collect import RunRow
 
 
@@ -41,3 +41,24 @@ def test_each_criterion_is_met_or_not_from_the_measured_numbers(tmp_path):
 
 def test_no_table_without_a_byte_latent_run(tmp_path):
     assert criteria_view([_row("bpe", "transformer", {"loss": {"metrics": {"bits_per_byte": 1.2}}})], tmp_path) is None
+
+
+def test_the_size_table_states_the_matched_counts(tmp_path):
+    from pathlib import Path
+
+    from archlab.plan import expand, load_plan
+
+    # the smoke profile: tiny models, counted on the meta device
+    specs = expand(load_plan(Path(__file__).resolve().parents[2] / "plans" / "byte_latent.yaml"))
+    rows = [RunRow(spec=s, status="pending", message="", evals={}) for s in specs]
+    title, markdown, _ = sizes_view(rows, tmp_path)
+    lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in markdown.splitlines()
+             if line.startswith("|")}
+    baselines = [name for name in lines if "transformer" in name or "mamba" in name]
+    assert len(baselines) == 3
+    for name in baselines:
+        assert lines[name][3].startswith("hidden_size = ")  # its width was chosen by the match
+        assert abs(float(lines[name][2].rstrip("%"))) <= 2.0  # within the tolerance of the latent model
+    # the byte latent model's total (hash n-gram tables) is far above the count its baselines are matched to
+    latent = next(name for name in lines if "latent" in name and "static" not in name and name != "Variant")
+    assert int(lines[latent][0].replace(",", "")) > 2 * int(lines[latent][1].replace(",", ""))

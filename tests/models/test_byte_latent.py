@@ -209,3 +209,26 @@ def test_hash_ngrams_depend_on_exactly_the_last_n_bytes():
     assert h[0, 2] == h[0, 6]  # both end "5 6 7"
     assert h[0, 9] != h[0, 2]  # "2 6 7" differs in its oldest byte
     assert h[0, 0] != h[0, 1] and rolling_hashes(torch.tensor([[0]]), 3, 1 << 20)[0, 0] != 0  # pad != byte 0
+
+
+# --------------------------------------------------------------------------------------- padding, compile
+def test_right_padding_is_accepted_and_left_padding_refused():
+    model = build(**CONFIGS["entropy_global_and_relative"])
+    x = ids()
+    right = torch.ones_like(x)
+    right[1, -4:] = 0
+    with torch.no_grad():
+        padded = model(input_ids=x, attention_mask=right).logits
+        torch.testing.assert_close(padded, model(input_ids=x).logits)  # causal: pads change no real byte's logits
+    with pytest.raises(ValueError, match="right-padded batches only"):
+        model(input_ids=x, attention_mask=right.flip(1))
+
+
+def test_static_patching_trains_as_one_graph():
+    """The patch count follows from the shape, so forward + loss + backward compile without a break (entropy
+    patching keeps its ALLOWED_BREAKS entry in tests/models/test_graph_breaks.py)."""
+    from tests.models.test_graph_breaks import assert_one_graph
+
+    torch.manual_seed(0)
+    model = ByteLatentForCausalLM(ByteLatentConfig(vocab_size=VOCAB, **{**TINY, **CONFIGS["static4"]}))
+    assert_one_graph(model, "byte_latent_static4")

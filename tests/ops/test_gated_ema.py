@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from archlab.ops import dilated_attention, dilated_offsets, gated_ema
-from archlab.ops.dilated_attention import dilated_attention_dense
+from archlab.ops.dilated_attention import dilated_attention_dense, dilated_attention_step
 
 
 def _inputs(B=2, T=37, D=5, per_token=True, h0=True, dtype=torch.float64, seed=0):
@@ -114,3 +114,19 @@ def test_dilated_attention_reads_only_its_offsets():
         changed = (dilated_attention(q, k2, v2) - base).abs().amax(dim=(0, 2, 3)) > 0
         expected = torch.tensor([(i - j) in dilated_offsets(T) for i in range(T)])
         assert torch.equal(changed, expected), j
+
+
+@pytest.mark.parametrize("max_offset", [None, 3])
+def test_one_query_step_per_row_equals_that_row_of_the_full_attention(max_offset):
+    """Decoding: row b's query at its own position reads the cached keys as the full pass's query there does."""
+    B, T, H, K = 3, 13, 2, 4
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(B, T, H, K, generator=gen, dtype=torch.float64) for _ in range(3))
+    full = dilated_attention(q, k, v, offsets=dilated_offsets(T, max_offset))
+    pos = torch.tensor([0, 6, 12])  # rows at different positions; keys after a row's position are never read
+    junk_k, junk_v = k.clone(), v.clone()
+    for b, p in enumerate(pos.tolist()):
+        junk_k[b, p + 1 :], junk_v[b, p + 1 :] = 1e3, -1e3
+    out = dilated_attention_step(q[torch.arange(B), pos], junk_k, junk_v, pos,
+                                 offsets=dilated_offsets(int(pos.max()) + 1, max_offset))
+    torch.testing.assert_close(out, full[torch.arange(B), pos], rtol=1e-12, atol=1e-12)

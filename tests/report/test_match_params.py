@@ -56,3 +56,15 @@ def test_keys_added_later_at_their_defaults_keep_the_run_ids():
     assert "match" not in view and not set(NOT_IN_RUN_ID) & set(view["train"])
     data["train"]["load_best_model_at_end"] = True
     assert id_view(data)["train"]["load_best_model_at_end"] is True  # a changed value is part of the id
+
+
+def test_non_embedding_matching_counts_each_run_with_its_own_tokenizer(tmp_path):
+    """A BPE variant of a byte-level baseline: its embedding table counts in a total match (so it gets narrower),
+    not in a non-embedding one (there it gets the byte variant's width)."""
+    def width(tokenizer: str, count: str) -> int:
+        variant = {"model.config.num_hidden_layers": 3, "data.tokenizer": tokenizer,
+                   "match": {"count": count, "multiple_of": 4, "tolerance": 0.05}}
+        return _plan(tmp_path, {"variant": variant})[1].config.model.config["hidden_size"]
+
+    assert width("embedded", "non_embedding") == width("bytes", "non_embedding")
+    assert width("embedded", "total") < width("bytes", "total")

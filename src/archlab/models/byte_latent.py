@@ -19,9 +19,9 @@ exist later). Its context restarts after every newline (BLT). The global thresho
 first training batch so the mean patch length is ``target_patch_size`` (and stored in a buffer), unless
 ``calibrate_threshold: false``; evaluation always uses the stored value, never the text being scored.
 
-Decoding: ``generate`` and cached calls keep the bytes seen so far in the Cache (``states_of(cache, 0)``) and
-recompute the whole prefix for each new byte. That equals the full forward by construction but costs
-O(T) per byte; an incremental cache (per-layer IntegralLNN state, patch state) is not implemented.
+Decoding: ``generate`` and cached calls continue from the state in the Cache (``states_of(cache, 0)``): conv
+windows, IntegralLNN states, the patching state and open patch, the latent keys/values of completed patches
+(``archlab.models.byte_latent_decode``); prefill then byte-by-byte steps equal the full forward (tested).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 
+from archlab.models.byte_latent_decode import decode_hidden_states
 from archlab.nn.byte_latent import (
     CausalNgramConv,
     HashNgramEmbedding,
@@ -332,7 +333,8 @@ class ByteLatentForCausalLM(ByteLatentPreTrainedModel, GenerationMixin):
             x, _ = block(x)
         starts = self.patch_starts(ids_BT)
         pid, read, counts = patch_ids(starts)
-        P = int(counts.max()) if T else 0
+        # static patches: the count follows from the shape, so a compiled step has no data-dependent size
+        P = -(-T // self.config.patch_size) if self.config.patching == "static" else int(counts.max()) if T else 0
         # mean of each patch's encoder states; a patch is read only once complete (see `read`)
         pooled = x.new_zeros(B, max(P, 1), x.shape[-1]).scatter_add(1, pid[..., None].expand_as(x), x)
         sizes = torch.zeros(B, max(P, 1), device=x.device, dtype=x.dtype).scatter_add(1, pid, torch.ones_like(
@@ -360,21 +362,22 @@ class ByteLatentForCausalLM(ByteLatentPreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         if input_ids is None:
             raise ValueError("ByteLatentForCausalLM reads input_ids (bytes); inputs_embeds is not supported")
-        if attention_mask is not None and not bool(attention_mask.all()):
-            raise ValueError("ByteLatentForCausalLM does not take padded batches (attention_mask has zeros); "
-                             "pack the data (data.packing: group) or use batch size 1")
+        if attention_mask is not None and not torch.compiler.is_compiling():
+            # right padding is harmless (every part is causal: pads only shape the patches after the real bytes);
+            # left padding would put pads into the first patch. Eager only: a compiled step never reads the mask.
+            if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+                raise ValueError("ByteLatentForCausalLM takes right-padded batches only (attention_mask has a 0 "
+                                 "before a 1): pad on the right, pack the data (data.packing: group) or use batch "
+                                 "size 1")
         if use_cache is None:
             use_cache = cache is not None
-        new = input_ids.shape[1]
-        ids = input_ids
         if use_cache:
             cache = cache if cache is not None else DynamicCache(config=self.config)
             state = states_of(cache, 0)
-            seen = state.get("bytes")
-            ids = input_ids if seen is None else torch.cat([seen.to(input_ids.device), input_ids], 1)
-            state.set("bytes", ids)
-            state.seen_tokens += new
-        hidden = self.hidden_states(ids)[:, -new:] if new else self.hidden_states(ids)[:, :0]
+            hidden = decode_hidden_states(self, input_ids, state, state.seen_tokens)
+            state.seen_tokens += input_ids.shape[1]
+        else:
+            hidden = self.hidden_states(input_ids)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)

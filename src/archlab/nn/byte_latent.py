@@ -25,6 +25,7 @@ from torch import nn
 
 from archlab.nn.rope import RotaryEmbedding, apply_rotary
 from archlab.ops import dilated_attention, dilated_offsets, gated_ema
+from archlab.ops.dilated_attention import dilated_attention_step
 
 LN256 = math.log(256.0)
 
@@ -42,13 +43,26 @@ class CausalNgramConv(nn.Module):
         padded = F.pad(x_BTD.transpose(1, 2), (self.kernel - 1, 0))
         return x_BTD + self.conv(padded).transpose(1, 2)
 
+    def step(self, x_BTD: torch.Tensor, window_BWD: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` continuing after the inputs in ``window`` (the last ``kernel - 1``; None: the start)."""
+        B, T, D = x_BTD.shape
+        window = x_BTD.new_zeros(B, self.kernel - 1, D) if window_BWD is None else window_BWD.to(x_BTD.dtype)
+        padded = torch.cat([window, x_BTD], 1)
+        return x_BTD + self.conv(padded.transpose(1, 2)).transpose(1, 2), padded[:, padded.shape[1] - window.shape[1]:]
+
 
 HASH_PRIME = 1_000_003
 
 
-def rolling_hashes(ids_BT: torch.Tensor, n: int, buckets: int) -> torch.Tensor:
-    """Polynomial hash of bytes t-n+1..t (positions before 0 count as a pad symbol) modulo ``buckets``."""
-    padded = F.pad(ids_BT.long() + 1, (n - 1, 0), value=0)  # +1 so a real byte 0 differs from the pad
+def rolling_hashes(ids_BT: torch.Tensor, n: int, buckets: int, before_BM: torch.Tensor | None = None) -> torch.Tensor:
+    """Polynomial hash of bytes t-n+1..t (positions before 0 count as a pad symbol) modulo ``buckets``.
+
+    ``before_BM`` (decoding): the bytes before ``ids`` as ``byte + 1`` (0: before the start), at least n - 1.
+    """
+    if before_BM is None:
+        padded = F.pad(ids_BT.long() + 1, (n - 1, 0), value=0)  # +1 so a real byte 0 differs from the pad
+    else:
+        padded = torch.cat([before_BM[:, before_BM.shape[1] - (n - 1):].long(), ids_BT.long() + 1], 1)
     T = ids_BT.shape[1]
     h = torch.zeros_like(ids_BT, dtype=torch.long)
     for j in range(n):  # oldest byte first: h = (((x_{t-n+1}) P + x_{t-n+2}) P + ...) mod buckets
@@ -64,9 +78,10 @@ class HashNgramEmbedding(nn.Module):
         self.sizes, self.buckets = list(sizes), buckets
         self.tables = nn.ModuleList(nn.Embedding(buckets, dim) for _ in self.sizes)
 
-    def forward(self, ids_BT: torch.Tensor) -> torch.Tensor:
-        return sum(table(rolling_hashes(ids_BT, n, self.buckets)) for n, table in zip(self.sizes, self.tables,
-                                                                                        strict=True))
+    def forward(self, ids_BT: torch.Tensor, before_BM: torch.Tensor | None = None) -> torch.Tensor:
+        """``before_BM``: the previous ``max(sizes) - 1`` bytes + 1 when decoding (see ``rolling_hashes``)."""
+        return sum(table(rolling_hashes(ids_BT, n, self.buckets, before_BM))
+                   for n, table in zip(self.sizes, self.tables, strict=True))
 
 
 # ------------------------------------------------------------------------------------------------ IntegralLNN
@@ -155,6 +170,23 @@ class DilatedAttention(nn.Module):
         out = dilated_attention(q, k, v, offsets=dilated_offsets(P, self.max_offset))
         return self.o(out.reshape(B, P, D))
 
+    def step(self, x_BD: torch.Tensor, keys_BPHK: torch.Tensor, values_BPHK: torch.Tensor,
+             pos_B: torch.Tensor) -> torch.Tensor:
+        """One new patch per row at position ``pos_B``; its key and value are written there in place.
+
+        Writing for a row whose patch is not kept is harmless: the slot is its next one, rewritten when kept.
+        """
+        B, D = x_BD.shape
+        q, k, v = self.qkv(x_BD).view(B, 1, 3, self.heads, self.head_dim).unbind(2)
+        cos, sin = self.rotary(pos_B[:, None])
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        rows = torch.arange(B, device=x_BD.device)
+        keys_BPHK[rows, pos_B] = k[:, 0].to(keys_BPHK.dtype)
+        values_BPHK[rows, pos_B] = v[:, 0].to(values_BPHK.dtype)
+        offsets = dilated_offsets(int(pos_B.max()) + 1, self.max_offset)
+        out = dilated_attention_step(q[:, 0], keys_BPHK, values_BPHK, pos_B, offsets=offsets)
+        return self.o(out.reshape(B, D))
+
 
 class LatentBlock(nn.Module):
     def __init__(self, dim: int, heads: int, rope_theta: float, max_offset: int | None, eps: float):
@@ -167,6 +199,11 @@ class LatentBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x))
         return x + self.ffn(self.ffn_norm(x))
+
+    def step(self, x_BD: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos_B: torch.Tensor) -> torch.Tensor:
+        """``forward`` for one new patch per row (see ``DilatedAttention.step``)."""
+        x_BD = x_BD + self.attn.step(self.attn_norm(x_BD), keys, values, pos_B)
+        return x_BD + self.ffn(self.ffn_norm(x_BD))
 
 
 # ------------------------------------------------------------------------------------------------ patching

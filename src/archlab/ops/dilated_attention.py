@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["dilated_offsets", "dilated_attention", "dilated_attention_dense"]
+__all__ = ["dilated_offsets", "dilated_attention", "dilated_attention_dense", "dilated_attention_step"]
 
 
 def dilated_offsets(length: int, max_offset: int | None = None) -> list[int]:
@@ -53,6 +53,26 @@ def dilated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, offs
     scores_BTHO = scores_BTHO.masked_fill(~valid_TO[None, :, None, :], -torch.inf)
     p_BTHO = scores_BTHO.softmax(-1)  # offset 0 is always valid: no all-masked rows
     return torch.einsum("btho,btohk->bthk", p_BTHO, v_BTOHK.to(cdt)).to(q.dtype)
+
+
+def dilated_attention_step(q_BHK: torch.Tensor, keys_BPHK: torch.Tensor, values_BPHK: torch.Tensor,
+                           pos_B: torch.Tensor, *, offsets: list[int], scale: float | None = None) -> torch.Tensor:
+    """Decoding: one query per row at position ``pos_B`` over cached keys/values [B, P, H, K] (P > max pos).
+
+    Row b attends to the keys at ``pos_B[b] - o`` for o in ``offsets`` (those >= 0), as ``dilated_attention``
+    does for query ``pos_B[b]``. Returns [B, H, K] in q's dtype.
+    """
+    B, H, K = q_BHK.shape
+    scale = K**-0.5 if scale is None else scale
+    cdt = torch.float64 if q_BHK.dtype == torch.float64 else torch.float32
+    idx_BO = pos_B[:, None] - torch.tensor(offsets, device=q_BHK.device)[None, :]
+    valid_BO = idx_BO >= 0
+    rows_B1 = torch.arange(B, device=q_BHK.device)[:, None]
+    k_BOHK = keys_BPHK[rows_B1, idx_BO.clamp(min=0)]
+    v_BOHK = values_BPHK[rows_B1, idx_BO.clamp(min=0)]
+    scores_BHO = torch.einsum("bhk,bohk->bho", q_BHK.to(cdt), k_BOHK.to(cdt)) * scale
+    p_BHO = scores_BHO.masked_fill(~valid_BO[:, None, :], -torch.inf).softmax(-1)
+    return torch.einsum("bho,bohk->bhk", p_BHO, v_BOHK.to(cdt)).to(q_BHK.dtype)
 
 
 def dilated_attention_dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, offsets: list[int] | None = None,

@@ -168,8 +168,9 @@ def resolve_matches(plan: PlanConfig, specs: list[RunSpec]) -> list[RunSpec]:
     out = []
     for spec in specs:
         if spec.config.match is not None:
+            own = _tokenizer(spec.config.data.tokenizer)  # each model counted with its own tokenizer's size
             try:
-                config = resolve_match(spec.config, baseline.config, vocab)
+                config = resolve_match(spec.config, baseline.config, vocab if own is None else len(own), vocab)
             except ArchlabError as exc:
                 raise ArchlabError(f"run '{spec.title}': {exc}") from None
             digest = config_hash(id_view(config.to_dict()))

@@ -57,6 +57,7 @@ def eval_views(rows: list[RunRow], plots_dir: Path) -> list[Section]:
     return [(v.title, v.markdown, v.images) for v in eval_sections(rows, plots_dir)]
 
 # seed 004: the success-criteria table (met / not met from measured numbers); its own module
-from archlab.report.byte_latent_view import criteria_view  # noqa: E402
+from archlab.report.byte_latent_view import criteria_view, sizes_view  # noqa: E402
 
 VIEWS.append(criteria_view)
+VIEWS.append(sizes_view)
