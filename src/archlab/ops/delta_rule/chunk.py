@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from .._common import compute_dtype, pad_time, state_map
+from .fused import ChunkDeltaRule
 
 
 def _causal_mask(C: int, L: int, n_h: int, device: torch.device) -> torch.Tensor:
@@ -195,6 +196,8 @@ def delta_rule_chunk(
     B, T, H, K = q_BTHK.shape
     scale = K**-0.5 if scale is None else scale
     C = chunk_size
+    if state_nonlinearity is None and T > 0:
+        return _fused(q_BTHK, k_BTHK, v_BTHV, beta_BTH, g_BTH, scale, initial_state_BHKV, output_final_state, C)
     o_BHNCV, S_BHKV = chunk_delta_core(
         _to_chunks(q_BTHK, C, cdt),
         _to_chunks(k_BTHK, C, cdt),
@@ -209,3 +212,23 @@ def delta_rule_chunk(
     V = o_BHNCV.shape[-1]
     o_BTHV = o_BHNCV.reshape(B, H, -1, V)[:, :, :T].transpose(1, 2).to(dtype)
     return o_BTHV, (S_BHKV.to(dtype) if output_final_state else None)
+
+
+def _fused(q_BTHK, k_BTHK, v_BTHV, beta_BTH, g_BTH, scale, initial_state_BHKV, output_final_state, C):
+    """The linear-state delta rule through ``ChunkDeltaRule`` (hand-written backward, fused.py)."""
+    dtype = q_BTHK.dtype
+    cdt = compute_dtype(dtype)
+    B, T, H, K = q_BTHK.shape
+    V = v_BTHV.shape[-1]
+
+    def rows(x: torch.Tensor) -> torch.Tensor:  # [B, T, H, *] -> contiguous [B*H*N, C, *]
+        x = _to_chunks(x, C, cdt)
+        return x.reshape(-1, C, *x.shape[4:])
+
+    h0_ZKV = None if initial_state_BHKV is None else initial_state_BHKV.to(cdt).reshape(B * H, K, V)
+    g_ZC = None if g_BTH is None else rows(g_BTH)
+    o_ZCV, S_ZKV = ChunkDeltaRule.apply(
+        rows(q_BTHK), rows(k_BTHK), rows(v_BTHV), rows(beta_BTH), g_ZC, h0_ZKV, scale, B * H
+    )
+    o_BTHV = o_ZCV.reshape(B, H, -1, V)[:, :, :T].transpose(1, 2).to(dtype)
+    return o_BTHV, (S_ZKV.reshape(B, H, K, V).to(dtype) if output_final_state else None)
