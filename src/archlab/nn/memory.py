@@ -268,7 +268,8 @@ class MemoryBranch(nn.Module):
         opts = dict(initial_state=initial_state, output_final_state=final, impl=self.impl,
                     state_nonlinearity=self.state_nonlinearity, chunk_size=self.chunk_size)
         if self.n_h == 1:
-            return delta_rule(q, k[:, :, :, 0], v[:, :, :, 0], beta[..., 0], **opts)
+            # squeeze, not [..., 0]: its backward is a view, a select's is a zero-filled copy
+            return delta_rule(q, k.squeeze(3), v.squeeze(3), beta.squeeze(3), **opts)
         return delta_product(q, k, v, beta, **opts)
 
     def _run(self, rows, state: MemoryState | None, return_state: bool, mask_BT: torch.Tensor | None):
@@ -359,7 +360,8 @@ class MemoryBranch(nn.Module):
         if state is not None and state.history:
             raw = tuple(torch.cat([h, r], dim=1) for h, r in zip(state.history, raw, strict=True))
         feats = self._features(*raw[:3], raw[3] if padding_mask is not None or state is not None else None)
-        rows = tuple(z[:, -t_new:] for z in feats)
+        # sliced only after a decoding history: a full-length slice still costs a zero-filled copy in backward
+        rows = tuple(z[:, -t_new:] for z in feats) if feats[0].shape[1] != t_new else feats
         mask_new = padding_mask[:, -t_new:] if padding_mask is not None else None
         o_BTHD, new_state = self._run(rows, state, return_state, mask_new)
         if new_state is not None:
