@@ -214,6 +214,66 @@ def delta_rule_chunk(
     return o_BTHV, (S_BHKV.to(dtype) if output_final_state else None)
 
 
+def _rows_view(rows: torch.Tensor, B: int, H: int, C: int) -> torch.Tensor:
+    """[N*B*H, C, *rest] (chunk-outer rows) -> the [B, N, C, H, *rest] view of the same memory."""
+    rest = rows.shape[2:]
+    N = rows.shape[0] // (B * H)
+    return rows.view(N, B, H, C, *rest).permute(1, 0, 3, 2, *range(4, 4 + len(rest)))
+
+
+def _scatter_rows(x: torch.Tensor, C: int) -> torch.Tensor:
+    """[B, T, H, *rest] -> zero-padded chunk rows [N*B*H, C, *rest], chunk index outermost, in one copy."""
+    B, T, H = x.shape[:3]
+    N, F_ = -(-T // C), T // C
+    rows = x.new_empty(N * B * H, C, *x.shape[3:])
+    view = _rows_view(rows, B, H, C)
+    if F_:
+        view[:, :F_] = x[:, : F_ * C].reshape(B, F_, C, *x.shape[2:])
+    if F_ < N:
+        view[:, F_, : T - F_ * C] = x[:, F_ * C :]
+        view[:, F_, T - F_ * C :] = 0
+    return rows
+
+
+def _gather_rows(rows: torch.Tensor, B: int, T: int, H: int) -> torch.Tensor:
+    """Inverse of ``_scatter_rows`` (pad rows dropped): [N*B*H, C, *rest] -> [B, T, H, *rest], one copy."""
+    C = rows.shape[1]
+    F_ = T // C
+    x = rows.new_empty(B, T, H, *rows.shape[2:])
+    view = _rows_view(rows.contiguous(), B, H, C)
+    if F_:
+        x[:, : F_ * C].view(B, F_, C, *x.shape[2:]).copy_(view[:, :F_])
+    if F_ * C < T:
+        x[:, F_ * C :] = view[:, F_, : T - F_ * C]
+    return x
+
+
+class _ToRows(torch.autograd.Function):
+    """``_scatter_rows`` with ``_gather_rows`` as its backward (autograd through the slicing would zero-fill)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, C: int) -> torch.Tensor:
+        ctx.shape = x.shape[:3]
+        return _scatter_rows(x, C)
+
+    @staticmethod
+    def backward(ctx, d_rows: torch.Tensor):
+        return _gather_rows(d_rows, *ctx.shape), None
+
+
+class _FromRows(torch.autograd.Function):
+    """``_gather_rows`` with ``_scatter_rows`` as its backward."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, B: int, T: int, H: int) -> torch.Tensor:
+        ctx.C = rows.shape[1]
+        return _gather_rows(rows, B, T, H)
+
+    @staticmethod
+    def backward(ctx, dx: torch.Tensor):
+        return _scatter_rows(dx, ctx.C), None, None, None
+
+
 def _fused(q_BTHK, k_BTHK, v_BTHV, beta_BTH, g_BTH, scale, initial_state_BHKV, output_final_state, C):
     """The linear-state delta rule through ``ChunkDeltaRule`` (hand-written backward, fused.py)."""
     dtype = q_BTHK.dtype
@@ -221,14 +281,13 @@ def _fused(q_BTHK, k_BTHK, v_BTHV, beta_BTH, g_BTH, scale, initial_state_BHKV, o
     B, T, H, K = q_BTHK.shape
     V = v_BTHV.shape[-1]
 
-    def rows(x: torch.Tensor) -> torch.Tensor:  # [B, T, H, *] -> contiguous [B*H*N, C, *]
-        x = _to_chunks(x, C, cdt)
-        return x.reshape(-1, C, *x.shape[4:])
+    def rows(x: torch.Tensor) -> torch.Tensor:
+        return _ToRows.apply(x.to(cdt), C)
 
     h0_ZKV = None if initial_state_BHKV is None else initial_state_BHKV.to(cdt).reshape(B * H, K, V)
     g_ZC = None if g_BTH is None else rows(g_BTH)
     o_ZCV, S_ZKV = ChunkDeltaRule.apply(
         rows(q_BTHK), rows(k_BTHK), rows(v_BTHV), rows(beta_BTH), g_ZC, h0_ZKV, scale, B * H
     )
-    o_BTHV = o_ZCV.reshape(B, H, -1, V)[:, :, :T].transpose(1, 2).to(dtype)
+    o_BTHV = _FromRows.apply(o_ZCV, B, T, H).to(dtype)
     return o_BTHV, (S_ZKV.reshape(B, H, K, V).to(dtype) if output_final_state else None)

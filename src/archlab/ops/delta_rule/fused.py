@@ -1,6 +1,6 @@
 """Chunked (gated) delta rule as one autograd.Function with a hand-written backward (n_h = 1, linear state).
 
-Legend: Z = B*H*N chunk rows (chunk index innermost), C tokens per chunk, K key dim, V value dim,
+Legend: Z = N*B*H chunk rows (chunk index outermost, so one chunk of every sequence is one contiguous slab), C tokens per chunk, K key dim, V value dim,
 X = K + V, BH = B*H sequences, N chunks per sequence, s a block of chunk rows.
 
 Same algorithm as ``chunk.py`` (WY / UT form, explicit inverse, per-chunk transition matrices, README.md).
@@ -25,15 +25,23 @@ def _blocks(Z: int, C: int, X: int, itemsize: int) -> list[slice]:
     return [slice(i, min(i + rows, Z)) for i in range(0, Z, rows)]
 
 
-def _scan(M_BNKK: torch.Tensor, B_BNKV: torch.Tensor, S_BKV: torch.Tensor, before_BNKV: torch.Tensor,
-          transpose: bool) -> torch.Tensor:
-    """S <- M_n S + B_n over n (n reversed, with M_n^T); writes S before each step into before_BNKV."""
-    N = M_BNKK.shape[1]
-    for n in range(N - 1, -1, -1) if transpose else range(N):
-        before_BNKV[:, n] = S_BKV
-        M = M_BNKK[:, n].transpose(1, 2) if transpose else M_BNKK[:, n]
-        S_BKV = torch.baddbmm(B_BNKV[:, n], M, S_BKV)
-    return S_BKV
+def _scan(M_NBKK: torch.Tensor, B_NBKV: torch.Tensor, S_BKV: torch.Tensor, out_NBKV: torch.Tensor,
+          reverse: bool) -> torch.Tensor:
+    """Forward: out[n] = S before chunk n, S <- M_n S + B_n; returns the last S.
+
+    Reverse (the adjoint, B = dL/d(before)): out[n] = dL/d(state after chunk n), starting from S_BKV at the
+    end, H <- M_n^T H + B_n going down; returns dL/d(initial state). Every step writes a contiguous slab.
+    """
+    N = M_NBKK.shape[0]
+    if not reverse:
+        out_NBKV[0] = S_BKV
+        for n in range(N - 1):
+            torch.baddbmm(B_NBKV[n], M_NBKK[n], out_NBKV[n], out=out_NBKV[n + 1])
+        return torch.baddbmm(B_NBKV[N - 1], M_NBKK[N - 1], out_NBKV[N - 1])
+    out_NBKV[N - 1] = S_BKV
+    for n in range(N - 1, 0, -1):
+        torch.baddbmm(B_NBKV[n], M_NBKK[n].transpose(1, 2), out_NBKV[n], out=out_NBKV[n - 1])
+    return torch.baddbmm(B_NBKV[0], M_NBKK[0].transpose(1, 2), out_NBKV[0])
 
 
 def _intra_forward(q, k, v, beta, g, scale: float, KWB: torch.Tensor) -> tuple:
@@ -138,12 +146,12 @@ class ChunkDeltaRule(torch.autograd.Function):
         ]
         S0 = k.new_zeros(BH, K, V) if h0 is None else h0
         starts = k.new_empty(Z, K, V)
-        M = KWB[..., :K]
-        S_last = _scan(M.view(BH, N, K, K), KWB[..., K:].view(BH, N, K, V), S0, starts.view(BH, N, K, V), False)
+        S_last = _scan(KWB.view(N, BH, K, K + V)[..., :K], KWB.view(N, BH, K, K + V)[..., K:], S0,
+                       starts.view(N, BH, K, V), reverse=False)
         o = k.new_empty(Z, C, V)
         for s, (o_intra, saved) in zip(blocks, intra):
             torch.baddbmm(o_intra, saved[-1], starts[s], out=o[s])
-        ctx.save_for_backward(q, k, v, beta, M, starts, *(t for _, saved in intra for t in saved if t is not None))
+        ctx.save_for_backward(q, k, v, beta, KWB, starts, *(t for _, saved in intra for t in saved if t is not None))
         ctx.scale, ctx.BH, ctx.has_h0, ctx.gated, ctx.blocks = scale, BH, h0 is not None, g is not None, blocks
         ctx.set_materialize_grads(False)
         return o, S_last
@@ -151,7 +159,7 @@ class ChunkDeltaRule(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dO, dS_last):
-        q, k, v, beta, M, starts, *flat = ctx.saved_tensors
+        q, k, v, beta, KWB, starts, *flat = ctx.saved_tensors
         Z, C, K = k.shape
         V, BH, scale, blocks = v.shape[-1], ctx.BH, ctx.scale, ctx.blocks
         N = Z // BH
@@ -172,9 +180,11 @@ class ChunkDeltaRule(torch.autograd.Function):
             torch.bmm(sv[-1].transpose(1, 2), dO[s], out=Q[s])
         # S_{n+1} = M_n S_n + B_n, backwards; dB = gradient w.r.t. the state after each chunk
         H_last = v.new_zeros(BH, K, V) if dS_last is None else dS_last.contiguous()
+        H_after = v.new_empty(Z, K, V)
+        M_NBKK = KWB.view(N, BH, K, K + V)[..., :K]  # [M | B] per chunk
+        dh0 = _scan(M_NBKK, Q.view(N, BH, K, V), H_last, H_after.view(N, BH, K, V), reverse=True)
         dKWB = v.new_empty(Z, K, K + V)
-        H_after = dKWB[..., K:]
-        dh0 = _scan(M.view(BH, N, K, K), Q.view(BH, N, K, V), H_last, H_after.view(BH, N, K, V), True)
+        dKWB[..., K:] = H_after
         grads, dq, dk, dv = [], torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         for s, sv, d in zip(blocks, saved, dPWU):
             dM = torch.bmm(H_after[s], starts[s].transpose(1, 2))
