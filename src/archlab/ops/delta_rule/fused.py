@@ -45,18 +45,22 @@ def _scan(M_NBKK: torch.Tensor, B_NBKV: torch.Tensor, S_BKV: torch.Tensor, out_N
 
 
 def _intra_forward(q, k, v, beta, g, scale: float, KWB: torch.Tensor) -> tuple:
-    """Per-chunk part of the forward for one block; writes [K_out^T W | K_out^T U] into KWB."""
+    """Per-chunk part of the forward for one block; writes [K_out^T W | K_out^T U] into KWB.
+
+    q has ``m * C`` rows per chunk: m query heads reading one state (row ``r`` is token ``r % C``).
+    """
     Z, C, K = k.shape
-    V = v.shape[-1]
+    V, m = v.shape[-1], q.shape[1] // C
     kT = k.transpose(1, 2)
     # R = [diag(beta exp(G)) K | diag(beta) V], written in place rather than concatenated
     R = k.new_empty(Z, C, K + V)
     torch.mul(v, beta[..., None], out=R[..., K:])
-    P = torch.baddbmm(k.new_empty(Z, C, C), q, kT, beta=0.0, alpha=scale)  # the query scale for free
+    P = torch.baddbmm(k.new_empty(Z, m * C, C), q, kT, beta=0.0, alpha=scale)  # the query scale for free
+    P_g = P.view(Z, m, C, C)
     if g is None:
         kb = torch.mul(k, beta[..., None], out=R[..., :K])
         A = torch.bmm(kb, kT)
-        P.tril_()  # A needs no mask: the unit-lower solve reads only its strict lower triangle
+        P_g.tril_()  # A needs no mask: the unit-lower solve reads only its strict lower triangle
         D = eG = e_out = None
         q_eff, k_out, decay = q * scale, k, 1.0
     else:
@@ -67,11 +71,11 @@ def _intra_forward(q, k, v, beta, g, scale: float, KWB: torch.Tensor) -> tuple:
         # exp gave (possibly inf) with exact zeros
         D = (G[:, :, None] - G[:, None, :]).exp_().tril_()
         A.mul_(D)
-        P.mul_(D)
+        P_g.mul_(D[:, None])
         eG = G.exp()
         e_out = (G[:, -1:] - G).exp()
         torch.mul(kb, eG[..., None], out=R[..., :K])
-        q_eff = q * (scale * eG)[..., None]
+        q_eff = (q.view(Z, m, C, K) * (scale * eG)[:, None, :, None]).view(Z, m * C, K)
         k_out = k * e_out[..., None]
         decay = eG[:, -1, None]
     eye = torch.eye(C, dtype=k.dtype, device=k.device).expand(Z, C, C)
@@ -91,7 +95,8 @@ def _intra_backward(q, k, v, beta, saved, scale: float, dPWU, dKWB, ddecay, out)
     Writes dq, dk, dv into the block's rows of ``out``; returns (dbeta, dg).
     """
     kb, A, P, D, eG, e_out, Tinv, WU, q_eff = saved
-    K = k.shape[-1]
+    Z, C, K = k.shape
+    m = q.shape[1] // C
     k_out = k if e_out is None else k * e_out[..., None]
     # KWB = K_out^T WU, [PW | o_intra] = P WU, WU = T^-1 R
     dk_out = torch.bmm(WU, dKWB.transpose(1, 2))
@@ -106,19 +111,19 @@ def _intra_backward(q, k, v, beta, saved, scale: float, dPWU, dKWB, ddecay, out)
     dq_eff_neg = dPWU[..., :K]
     dg = None
     if D is None:
-        dP.tril_()
+        dP.view(Z, m, C, C).tril_()
         dkb, dk = dR_w, dk_out
         dq = torch.mul(dq_eff_neg, -scale)
     else:
         E = dA * A
-        E.addcmul_(dP, P)  # P is zero above the diagonal, so dP needs no mask here
+        E += (dP * P).view(Z, m, C, C).sum(1)  # P is zero above the diagonal, so dP needs no mask here
         dG = E.sum(-1) - E.sum(-2)
         dA.mul_(D)
-        dP.mul_(D)
+        dP.view(Z, m, C, C).mul_(D[:, None])
         dkb = dR_w * eG[..., None]
         dG += (dkb * kb).sum(-1)  # R_w = kb * exp(G)
-        dq = dq_eff_neg * (-scale * eG)[..., None]
-        dG += (dq * q).sum(-1)  # q_in = scale * q * exp(G)
+        dq = (dq_eff_neg.view(Z, m, C, K) * (-scale * eG)[:, None, :, None]).view(Z, m * C, K)
+        dG += (dq * q).sum(-1).view(Z, m, C).sum(1)  # q_in = scale * q * exp(G)
         dk = dk_out * e_out[..., None]
         t = (dk * k).sum(-1)  # K_out = k * exp(G_last - G)
         dG -= t
@@ -133,7 +138,10 @@ def _intra_backward(q, k, v, beta, saved, scale: float, dPWU, dKWB, ddecay, out)
 
 
 class ChunkDeltaRule(torch.autograd.Function):
-    """(o [Z, C, V], final state [BH, K, V]) from chunked q, k [Z, C, K], v [Z, C, V], beta, g [Z, C]."""
+    """(o [Z, m*C, V], final state [BH, K, V]) from chunk rows q [Z, m*C, K], k [Z, C, K], v [Z, C, V], beta, g [Z, C].
+
+    m query heads per state (grouped queries): the key side (solve, transitions, scan) runs once per state.
+    """
 
     @staticmethod
     def forward(ctx, q, k, v, beta, g, h0, scale: float, BH: int):  # noqa: PLR0913 (autograd signature)
@@ -148,7 +156,7 @@ class ChunkDeltaRule(torch.autograd.Function):
         starts = k.new_empty(Z, K, V)
         S_last = _scan(KWB.view(N, BH, K, K + V)[..., :K], KWB.view(N, BH, K, K + V)[..., K:], S0,
                        starts.view(N, BH, K, V), reverse=False)
-        o = k.new_empty(Z, C, V)
+        o = k.new_empty(Z, q.shape[1], V)
         for s, (o_intra, saved) in zip(blocks, intra):
             torch.baddbmm(o_intra, saved[-1], starts[s], out=o[s])
         ctx.save_for_backward(q, k, v, beta, KWB, starts, *(t for _, saved in intra for t in saved if t is not None))
@@ -168,12 +176,12 @@ class ChunkDeltaRule(torch.autograd.Function):
         if not ctx.gated:  # put back the Nones of D, eG, e_out
             saved = [(kb, A, P, None, None, None, Tinv, WU, q_eff) for kb, A, P, Tinv, WU, q_eff in saved]
         if dO is None:
-            dO = v.new_zeros(Z, C, V)
+            dO = v.new_zeros(Z, q.shape[1], V)
         # o = o_intra + q_eff S_n: dPWU = [-dq_eff | dO] filled in place instead of concatenated
         Q = v.new_empty(Z, K, V)
         dPWU = []
         for s, sv in zip(blocks, saved):
-            d = v.new_empty(s.stop - s.start, C, K + V)
+            d = v.new_empty(s.stop - s.start, q.shape[1], K + V)
             torch.neg(torch.bmm(dO[s], starts[s].transpose(1, 2)), out=d[..., :K])
             d[..., K:] = dO[s]
             dPWU.append(d)
