@@ -9,7 +9,7 @@ import torch
 
 from .._common import check_impl, check_options, validate_inputs
 from .._kernels import fla_delta_rule, resolve_impl
-from .chunk import chunk_delta_core, delta_rule_chunk
+from .chunk import _use_fused, chunk_delta_core, delta_rule_chunk
 from .naive import delta_rule_naive
 
 __all__ = ["delta_rule", "delta_rule_naive", "delta_rule_chunk", "chunk_delta_core"]
@@ -73,7 +73,7 @@ def delta_rule(
         scale = q.shape[-1] ** -0.5 if scale is None else scale
         return fla_delta_rule(q, k, v, beta, scale=scale, **kwargs)
     m = q.shape[2] // k.shape[2]
-    if m > 1 and not (path == "chunk" and state_nonlinearity is None and q.shape[1] > 0):
+    if m > 1 and not (path == "chunk" and _use_fused(state_nonlinearity, q.shape[1])):
         return _repeated(q, k, v, beta, m, impl=path, scale=scale, chunk_size=chunk_size,
                          state_nonlinearity=state_nonlinearity, g=g, initial_state=initial_state,
                          output_final_state=output_final_state)

@@ -196,7 +196,7 @@ def delta_rule_chunk(
     B, T, H, K = q_BTHK.shape
     scale = K**-0.5 if scale is None else scale
     C = chunk_size
-    if state_nonlinearity is None and T > 0:
+    if _use_fused(state_nonlinearity, T):
         return _fused(q_BTHK, k_BTHK, v_BTHV, beta_BTH, g_BTH, scale, initial_state_BHKV, output_final_state, C)
     o_BHNCV, S_BHKV = chunk_delta_core(
         _to_chunks(q_BTHK, C, cdt),
@@ -212,6 +212,12 @@ def delta_rule_chunk(
     V = o_BHNCV.shape[-1]
     o_BTHV = o_BHNCV.reshape(B, H, -1, V)[:, :, :T].transpose(1, 2).to(dtype)
     return o_BTHV, (S_BHKV.to(dtype) if output_final_state else None)
+
+
+def _use_fused(state_nonlinearity: str | None, T: int) -> bool:
+    """The hand-written Function for eager runs; torch.compile traces (and fuses) the plain autograd form,
+    as Dynamo cannot trace the Function's in-place writes into strided buffers."""
+    return state_nonlinearity is None and T > 0 and not torch.compiler.is_compiling()
 
 
 def _rows_view(rows: torch.Tensor, B: int, H: int, C: int, m: int) -> torch.Tensor:
