@@ -113,7 +113,7 @@ def _intra_backward(q, k, v, beta, saved, scale: float, dPWU, dKWB, ddecay, out)
     if D is None:
         dP.view(Z, m, C, C).tril_()
         dkb, dk = dR_w, dk_out
-        dq = torch.mul(dq_eff_neg, -scale)
+        dq = dq_eff_neg  # its -scale is applied by the last GEMM below (beta)
     else:
         E = dA * A
         E += (dP * P).view(Z, m, C, C).sum(1)  # P is zero above the diagonal, so dP needs no mask here
@@ -131,7 +131,7 @@ def _intra_backward(q, k, v, beta, saved, scale: float, dPWU, dKWB, ddecay, out)
         dg = dG.flip(-1).cumsum(-1).flip(-1)  # G = cumsum(g)
     dkb = torch.baddbmm(dkb, dA, k)
     dk = dk.baddbmm(dA.transpose(1, 2), kb).baddbmm_(dP.transpose(1, 2), q, alpha=scale)
-    torch.baddbmm(dq, dP, k, alpha=scale, out=out[0])
+    torch.baddbmm(dq, dP, k, beta=-scale if D is None else 1.0, alpha=scale, out=out[0])
     torch.addcmul(dk, dkb, beta[..., None], out=out[1])
     dbeta += (dkb * k).sum(-1)
     return dbeta, dg
