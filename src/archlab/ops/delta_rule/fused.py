@@ -157,7 +157,7 @@ class ChunkDeltaRule(torch.autograd.Function):
         S_last = _scan(KWB.view(N, BH, K, K + V)[..., :K], KWB.view(N, BH, K, K + V)[..., K:], S0,
                        starts.view(N, BH, K, V), reverse=False)
         o = k.new_empty(Z, q.shape[1], V)
-        for s, (o_intra, saved) in zip(blocks, intra):
+        for s, (o_intra, saved) in zip(blocks, intra, strict=True):
             torch.baddbmm(o_intra, saved[-1], starts[s], out=o[s])
         ctx.save_for_backward(q, k, v, beta, KWB, starts, *(t for _, saved in intra for t in saved if t is not None))
         ctx.scale, ctx.BH, ctx.has_h0, ctx.gated, ctx.blocks = scale, BH, h0 is not None, g is not None, blocks
@@ -180,7 +180,7 @@ class ChunkDeltaRule(torch.autograd.Function):
         # o = o_intra + q_eff S_n: dPWU = [-dq_eff | dO] filled in place instead of concatenated
         Q = v.new_empty(Z, K, V)
         dPWU = []
-        for s, sv in zip(blocks, saved):
+        for s, sv in zip(blocks, saved, strict=True):
             d = v.new_empty(s.stop - s.start, q.shape[1], K + V)
             torch.neg(torch.bmm(dO[s], starts[s].transpose(1, 2)), out=d[..., :K])
             d[..., K:] = dO[s]
@@ -194,10 +194,11 @@ class ChunkDeltaRule(torch.autograd.Function):
         dKWB = v.new_empty(Z, K, K + V)
         dKWB[..., K:] = H_after
         grads, dq, dk, dv = [], torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        for s, sv, d in zip(blocks, saved, dPWU):
+        for s, sv, d in zip(blocks, saved, dPWU, strict=True):
             dM = torch.bmm(H_after[s], starts[s].transpose(1, 2))
             ddecay = dM.diagonal(dim1=-2, dim2=-1).sum(-1)
             torch.neg(dM, out=dKWB[s][..., :K])
-            grads.append(_intra_backward(q[s], k[s], v[s], beta[s], sv, scale, d, dKWB[s], ddecay, (dq[s], dk[s], dv[s])))
-        dbeta, dg = (None if x[0] is None else torch.cat(x) for x in zip(*grads))
+            out = (dq[s], dk[s], dv[s])
+            grads.append(_intra_backward(q[s], k[s], v[s], beta[s], sv, scale, d, dKWB[s], ddecay, out))
+        dbeta, dg = (None if x[0] is None else torch.cat(x) for x in zip(*grads, strict=True))
         return dq, dk, dv, dbeta, dg, (dh0 if ctx.has_h0 else None), None, None
