@@ -1,7 +1,8 @@
-"""The grafted attention: the base module, unchanged, plus a memory branch mixed in after its output projection.
+"""The grafted attention: the base module, unchanged, plus a memory branch mixed in through its output projection.
 
 Grafting swaps the class of the attention *instance* for a subclass (``Grafted<Base>``) whose forward runs the
-base forward and then the memory. So parameter names, state-dict keys, LoRA target names and the model's own
+base forward with the memory mixed into the input of the output projection (which is affine, so this equals
+mixing the two projected outputs, with one projection instead of two). So parameter names, state-dict keys, LoRA target names and the model's own
 call signature all stay those of the base model; the only new child is ``archlab_memory`` (no parameters).
 
 The memory reads the base's own q/k/v projection outputs, captured with forward hooks during the base call,
@@ -23,6 +24,7 @@ from archlab.nn.memory import MemoryBranch, MemoryState
 CACHE_KEYS = ("cache", "past_key_values", "past_key_value")  # v5, v4 and remote-code (OpenELM) names
 _GRAFTED_CLASSES: dict[type, type] = {}
 _OUTPUT_INPUT = "<output projection input>"
+_MIXED = "<mixed before the output projection>"
 
 
 class GraftContext:
@@ -77,34 +79,50 @@ class GraftedAttentionMixin:
         captured: dict[str, torch.Tensor] = {}
         layout = self.archlab_layout
         handles = [getattr(self, name).register_forward_hook(_capture(captured, name)) for name in layout.inputs]
-        handles.append(getattr(self, layout.output).register_forward_pre_hook(_capture_input(captured)))
+
+        def mix_before_output(module, inputs):
+            # The output projection is affine (Linear / LoRA / Conv1D), so (1 - mu) W a + mu W m = W((1 - mu) a + mu m)
+            # (+ the same bias): mixing its input saves a second projection, forward and backward.
+            if not all(n in captured for n in layout.inputs):
+                captured[_OUTPUT_INPUT] = inputs[0]
+                return None
+            captured[_MIXED] = True
+            o_memory = self._memory_output([captured[n] for n in layout.inputs], inputs[0], cache, decoding)
+            return (memory.mix(inputs[0], o_memory), *inputs[1:])
+
+        handles.append(getattr(self, layout.output).register_forward_pre_hook(mix_before_output))
         try:
             out = super().forward(*args, **kwargs)
         finally:
             for handle in handles:
                 handle.remove()
-        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        if captured.get(_MIXED):
+            return out
         # a base that bypasses its projection modules (fused kernels) still works, at the cost of a recompute
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         outputs = [captured[n] if n in captured else getattr(self, n)(hidden) for n in layout.inputs]
-        q, k, v = layout.split(self, outputs)
-        attended = captured.get(_OUTPUT_INPUT)
+        o_memory = self._memory_output(outputs, captured.get(_OUTPUT_INPUT), cache, decoding)
+        o_memory = getattr(self, layout.output)(o_memory)
+        base = out[0] if isinstance(out, tuple) else out
+        mixed = memory.mix(base, o_memory)
+        return (mixed, *out[1:]) if isinstance(out, tuple) else mixed
+
+    def _memory_output(self, outputs: list[torch.Tensor], attended: torch.Tensor | None, cache, decoding: bool):
+        """The memory branch's output before the output projection; updates the decoding state in ``cache``."""
+        memory = self.archlab_memory
+        q, k, v = self.archlab_layout.split(self, outputs)
         rms = attended.float().pow(2).mean(-1, keepdim=True).sqrt() if attended is not None else None
-        context = self.archlab_context
         holder = states_of(cache, self._cache_layer_index()) if decoding else None
         state = MemoryState.from_tensors(holder.states) if holder is not None else None
-        o_memory, new_state = memory(q, k, v, context.padding_mask(*q.shape[:2]), state, return_state=decoding,
-                                     attention_rms=rms)
+        o_memory, new_state = memory(q, k, v, self.archlab_context.padding_mask(*q.shape[:2]), state,
+                                     return_state=decoding, attention_rms=rms)
         if holder is not None:
             for name in [n for n in holder.states if n.startswith(MemoryState.PREFIX)]:
                 holder.set(name, None)
             for name, tensor in new_state.to_tensors().items():
                 holder.set(name, tensor)
             holder.seen_tokens += q.shape[1]
-        o_memory = getattr(self, layout.output)(o_memory)
-        base = out[0] if isinstance(out, tuple) else out
-        mixed = memory.mix(base, o_memory)
-        return (mixed, *out[1:]) if isinstance(out, tuple) else mixed
-
+        return o_memory
 
     def _cache_layer_index(self) -> int:
         """The cache layer of this attention: its own ``layer_idx`` (HF attentions have one), else its slot."""
@@ -115,15 +133,6 @@ class GraftedAttentionMixin:
 def _capture(store: dict[str, torch.Tensor], name: str):
     def hook(module, inputs, output):
         store[name] = output
-
-    return hook
-
-
-def _capture_input(store: dict[str, torch.Tensor]):
-    """Keep the attention's output before its output projection (its RMS scales the memory's output)."""
-
-    def hook(module, inputs):
-        store[_OUTPUT_INPUT] = inputs[0]
 
     return hook
 

@@ -47,6 +47,45 @@ class LSTMLMConfig(PretrainedConfig):
                          bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
 
 
+class TraceableLSTM(nn.RNNBase):
+    """nn.LSTM (batch first, same parameters and names, same kernel) that torch.compile traces as one graph.
+
+    Dynamo refuses ``nn.LSTM`` instances (``torch._dynamo.config.allow_rnn``), not other ``RNNBase`` modules.
+    Eager calls run the same fused op as ``nn.LSTM``; under compile the layers are unrolled into LSTM cells,
+    time-major with dropout on each non-last layer's whole output, as the fused op does, so that a seeded
+    compiled step draws the same dropout masks as the eager one.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float = 0.0):
+        super().__init__("LSTM", input_size, hidden_size, num_layers, batch_first=True, dropout=dropout)
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
+        if state is None:
+            zeros = x.new_zeros(self.num_layers, x.shape[0], self.hidden_size)
+            state = (zeros, zeros)
+        if not torch.compiler.is_compiling():
+            out, h, c = torch._VF.lstm(x, state, self._flat_weights, True, self.num_layers, self.dropout,
+                                       self.training, False, True)
+            return out, (h, c)
+        layer_in, hs, cs = x.transpose(0, 1), [], []
+        for layer in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self._flat_weights[4 * layer : 4 * layer + 4]
+            h, c = state[0][layer], state[1][layer]
+            x_gates = F.linear(layer_in, w_ih, b_ih)  # all steps at once; only h @ W_hh is sequential
+            outs = []
+            for t in range(layer_in.shape[0]):
+                i, f, g, o = (x_gates[t] + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                outs.append(h)
+            layer_in = torch.stack(outs)
+            hs.append(h)
+            cs.append(c)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_in = F.dropout(layer_in, self.dropout, True)
+        return layer_in.transpose(0, 1), (torch.stack(hs), torch.stack(cs))
+
+
 class LSTMLMForCausalLM(PreTrainedModel, GenerationMixin):
     config_class = LSTMLMConfig
     base_model_prefix = "model"
@@ -54,15 +93,15 @@ class LSTMLMForCausalLM(PreTrainedModel, GenerationMixin):
     def __init__(self, config: LSTMLMConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.embed_dim)
-        self.lstm = nn.LSTM(config.embed_dim, config.hidden_size, config.num_hidden_layers, batch_first=True,
-                            dropout=config.dropout if config.num_hidden_layers > 1 else 0.0)
+        self.lstm = TraceableLSTM(config.embed_dim, config.hidden_size, config.num_hidden_layers,
+                                  dropout=config.dropout if config.num_hidden_layers > 1 else 0.0)
         self.dropout = nn.Dropout(config.dropout)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
         """PyTorch's defaults (uniform(+-1/sqrt(H)) for the LSTM), written with nn.init for from_pretrained."""
-        if isinstance(module, nn.LSTM):
+        if isinstance(module, nn.RNNBase):
             bound = 1 / math.sqrt(module.hidden_size)
             for weight in module.parameters():
                 nn.init.uniform_(weight, -bound, bound)
@@ -123,7 +162,8 @@ class LSTMLMForCausalLM(PreTrainedModel, GenerationMixin):
         if states is not None and states.get("h") is not None:  # stored batch-first; nn.LSTM wants layers first
             state = (states.get("h").transpose(0, 1).contiguous(), states.get("c").transpose(0, 1).contiguous())
         keep = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # under compile a given mask is always applied: reading whether it pads would break the graph
+        if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
             keep = attention_mask[:, -t:].bool()
         out, (h, c) = self._run(x, state, keep)
         if states is not None:

@@ -134,7 +134,8 @@ class NewLLMForCausalLM(NewLLMPreTrainedModel, GenerationMixin):
         states = states_of(cache, 0) if use_cache else None
         context = states.get("context") if states is not None else None
         keep = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # under compile a given mask is always applied: reading whether it pads would break the graph
+        if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
             keep = attention_mask[:, -t:].bool()  # padded positions carry the context unchanged
         hidden, final = self.cell(x, context, keep)
         if states is not None:

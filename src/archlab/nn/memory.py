@@ -78,7 +78,8 @@ class MemoryState:
     """What incremental decoding carries per layer (all detached).
 
     Attributes:
-        state: delta-rule state [B, H, D, D] at the last chunk boundary (None before any full chunk).
+        state: delta-rule state [B, G, D, D] (delta product: [B, H, D, D]) at the last chunk boundary (None
+            before any full chunk).
         pending: (q, k, v, beta) rows since that boundary, only for operators whose chunk size is part of the
             model (state non-linearity), right-aligned per row (zero rows on the left); None otherwise.
         history: the last <= 2 raw (q, k, v, mask) rows, so beta pooling and virtual tokens see real context.
@@ -232,7 +233,10 @@ class MemoryBranch(nn.Module):
 
     # ------------------------------------------------------------------------------------ features
     def _features(self, q_raw, k_raw, v_raw, mask_BT):
-        """Raw projections [B, T, *] -> q [B,T,H,D], k [B,T,H,N,D], v [B,T,H,N,D], beta [B,T,H,N]."""
+        """Raw projections [B, T, *] -> q [B,T,H,D], k [B,T,H',N,D], v [B,T,H',N,D], beta [B,T,H',N].
+
+        H' = G (key/value heads) for the delta rule, which reads grouped queries itself; H for the delta product.
+        """
         b, t = q_raw.shape[:2]
         q = q_raw.view(b, t, self.num_heads, self.head_dim)
         k = k_raw.view(b, t, self.num_kv_heads, self.head_dim)
@@ -249,7 +253,7 @@ class MemoryBranch(nn.Module):
             k, v = k * keep[:, :, None, None], v * keep[:, :, None, None]
             beta = beta * keep[:, :, None]
         groups = self.num_heads // self.num_kv_heads
-        if groups > 1:
+        if groups > 1 and self.n_h > 1:  # delta_rule takes grouped queries itself (one state per kv head)
             k, v, beta = (z.repeat_interleave(groups, dim=2) for z in (k, v, beta))
         if self.n_h == 1:
             return q, k.unsqueeze(3), v.unsqueeze(3), beta.unsqueeze(3)
@@ -268,7 +272,8 @@ class MemoryBranch(nn.Module):
         opts = dict(initial_state=initial_state, output_final_state=final, impl=self.impl,
                     state_nonlinearity=self.state_nonlinearity, chunk_size=self.chunk_size)
         if self.n_h == 1:
-            return delta_rule(q, k[:, :, :, 0], v[:, :, :, 0], beta[..., 0], **opts)
+            # squeeze, not [..., 0]: its backward is a view, a select's is a zero-filled copy
+            return delta_rule(q, k.squeeze(3), v.squeeze(3), beta.squeeze(3), **opts)
         return delta_product(q, k, v, beta, **opts)
 
     def _run(self, rows, state: MemoryState | None, return_state: bool, mask_BT: torch.Tensor | None):
@@ -289,7 +294,7 @@ class MemoryBranch(nn.Module):
         with different padding cannot share one chunk grid: each row runs alone, over whole chunks, and keeps
         the rest as pending rows (right-aligned, with their count) for the next call — exact decoding."""
         batch, t_new = rows[0].shape[:2]
-        out = rows[2].new_zeros(batch, t_new, rows[2].shape[2], rows[2].shape[-1])  # [B, T, H, V]
+        out = rows[2].new_zeros(batch, t_new, rows[0].shape[2], rows[2].shape[-1])  # [B, T, H, V]
         states, pendings = [], []
         for b in range(batch):
             real = mask_BT[b].bool() if mask_BT is not None else torch.ones(t_new, dtype=torch.bool)
@@ -317,7 +322,7 @@ class MemoryBranch(nn.Module):
         template = next((s for s in states if s is not None), None)
         if template is None:  # no row has a whole chunk yet: the state is zero, which the op reads as none
             d_k, d_v = rows[1].shape[-1], rows[2].shape[-1]
-            template = rows[1].new_zeros(1, rows[0].shape[2], d_k, d_v)
+            template = rows[1].new_zeros(1, rows[1].shape[2], d_k, d_v)
         stacked = torch.cat([s if s is not None else torch.zeros_like(template) for s in states]).detach()
         width = max(p[0].shape[1] for p in pendings)
         pending = tuple(torch.cat([F.pad(p[i], (0, 0) * (p[i].ndim - 2) + (width - p[i].shape[1], 0))
@@ -359,7 +364,8 @@ class MemoryBranch(nn.Module):
         if state is not None and state.history:
             raw = tuple(torch.cat([h, r], dim=1) for h, r in zip(state.history, raw, strict=True))
         feats = self._features(*raw[:3], raw[3] if padding_mask is not None or state is not None else None)
-        rows = tuple(z[:, -t_new:] for z in feats)
+        # sliced only after a decoding history: a full-length slice still costs a zero-filled copy in backward
+        rows = tuple(z[:, -t_new:] for z in feats) if feats[0].shape[1] != t_new else feats
         mask_new = padding_mask[:, -t_new:] if padding_mask is not None else None
         o_BTHD, new_state = self._run(rows, state, return_state, mask_new)
         if new_state is not None:

@@ -67,7 +67,10 @@ def validate_inputs(
     B, T, H, K = q.shape
     _expect("q", q, (B, T, H, K), "[B, T, H, K]")
     if not product:
-        _expect("k", k, (B, T, H, K), "[B, T, H, K]")
+        # grouped queries: q may have m times the heads of k (every m query heads read one state)
+        if isinstance(k, torch.Tensor) and k.ndim == 4 and k.shape[2] > 0 and H % k.shape[2] == 0:
+            H = k.shape[2]
+        _expect("k", k, (B, T, H, K), "[B, T, H, K] (H dividing q's heads)")
         if not isinstance(v, torch.Tensor) or v.ndim != 4:
             raise ValueError(f"v must be a 4-d tensor [B, T, H, V], got {getattr(v, 'shape', type(v))}")
         V = v.shape[-1]

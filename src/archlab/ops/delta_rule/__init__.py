@@ -9,7 +9,7 @@ import torch
 
 from .._common import check_impl, check_options, validate_inputs
 from .._kernels import fla_delta_rule, resolve_impl
-from .chunk import chunk_delta_core, delta_rule_chunk
+from .chunk import _use_fused, chunk_delta_core, delta_rule_chunk
 from .naive import delta_rule_naive
 
 __all__ = ["delta_rule", "delta_rule_naive", "delta_rule_chunk", "chunk_delta_core"]
@@ -38,8 +38,10 @@ def delta_rule(
         o_t = scale * S^T q_t
 
     Args:
-        q: queries [B, T, H, K]. Keys/queries are used as given (L2-normalise them beforehand for the
-            usual DeltaNet stability guarantee ||I - beta k k^T|| <= 1).
+        q: queries [B, T, H * m, K]. Keys/queries are used as given (L2-normalise them beforehand for the
+            usual DeltaNet stability guarantee ||I - beta k k^T|| <= 1). With m > 1 (grouped queries) query
+            heads h*m .. h*m + m - 1 all read state h; the same as repeat_interleave(m) of k, v, beta, g and
+            the initial state, but the chunk path updates each state once.
         k: keys [B, T, H, K].
         v: values [B, T, H, V].
         beta: write strengths [B, T, H], typically in (0, 1) (or (0, 2) for negative eigenvalues).
@@ -70,9 +72,24 @@ def delta_rule(
     if path == "fla":
         scale = q.shape[-1] ** -0.5 if scale is None else scale
         return fla_delta_rule(q, k, v, beta, scale=scale, **kwargs)
+    m = q.shape[2] // k.shape[2]
+    if m > 1 and not (path == "chunk" and _use_fused(state_nonlinearity, q.shape[1])):
+        return _repeated(q, k, v, beta, m, impl=path, scale=scale, chunk_size=chunk_size,
+                         state_nonlinearity=state_nonlinearity, g=g, initial_state=initial_state,
+                         output_final_state=output_final_state)
     fn = delta_rule_naive if path == "naive" else delta_rule_chunk
     # under autocast the op's matmuls would drop back to half precision (and CPU has no half triangular solve)
     with torch.autocast(q.device.type, enabled=False):
         return fn(
             q, k, v, beta, scale=scale, chunk_size=chunk_size, state_nonlinearity=state_nonlinearity, **kwargs
         )
+
+
+def _repeated(q, k, v, beta, m: int, *, g, initial_state, output_final_state, **kwargs):
+    """Grouped queries on paths without native support: every state repeated m times, the copies' final states
+    are equal so the first of each group is returned."""
+    k, v, beta = (x.repeat_interleave(m, dim=2) for x in (k, v, beta))
+    g = None if g is None else g.repeat_interleave(m, dim=2)
+    h0 = None if initial_state is None else initial_state.repeat_interleave(m, dim=1)
+    o, S = delta_rule(q, k, v, beta, g=g, initial_state=h0, output_final_state=output_final_state, **kwargs)
+    return o, (None if S is None else S[:, ::m])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from .._common import compute_dtype, pad_time, state_map
+from .fused import ChunkDeltaRule
 
 
 def _causal_mask(C: int, L: int, n_h: int, device: torch.device) -> torch.Tensor:
@@ -195,6 +196,8 @@ def delta_rule_chunk(
     B, T, H, K = q_BTHK.shape
     scale = K**-0.5 if scale is None else scale
     C = chunk_size
+    if _use_fused(state_nonlinearity, T):
+        return _fused(q_BTHK, k_BTHK, v_BTHV, beta_BTH, g_BTH, scale, initial_state_BHKV, output_final_state, C)
     o_BHNCV, S_BHKV = chunk_delta_core(
         _to_chunks(q_BTHK, C, cdt),
         _to_chunks(k_BTHK, C, cdt),
@@ -209,3 +212,95 @@ def delta_rule_chunk(
     V = o_BHNCV.shape[-1]
     o_BTHV = o_BHNCV.reshape(B, H, -1, V)[:, :, :T].transpose(1, 2).to(dtype)
     return o_BTHV, (S_BHKV.to(dtype) if output_final_state else None)
+
+
+def _use_fused(state_nonlinearity: str | None, T: int) -> bool:
+    """The hand-written Function for eager runs; torch.compile traces (and fuses) the plain autograd form,
+    as Dynamo cannot trace the Function's in-place writes into strided buffers."""
+    return state_nonlinearity is None and T > 0 and not torch.compiler.is_compiling()
+
+
+def _rows_view(rows: torch.Tensor, B: int, H: int, C: int, m: int) -> torch.Tensor:
+    """[N*B*H, m*C, *rest] (chunk-outer rows, m heads per state) -> the [B, N, C, H, m, *rest] view of it."""
+    rest = rows.shape[2:]
+    N = rows.shape[0] // (B * H)
+    return rows.view(N, B, H, m, C, *rest).permute(1, 0, 4, 2, 3, *range(5, 5 + len(rest)))
+
+
+def _scatter_rows(x: torch.Tensor, C: int, m: int = 1) -> torch.Tensor:
+    """[B, T, H*m, *rest] -> zero-padded chunk rows [N*B*H, m*C, *rest], chunk index outermost, in one copy.
+
+    Heads h*m .. h*m + m - 1 (the query heads of state h, as repeat_interleave groups them) share a row block.
+    """
+    B, T, Hm = x.shape[:3]
+    H, rest = Hm // m, x.shape[3:]
+    N, F_ = -(-T // C), T // C
+    rows = x.new_empty(N * B * H, m * C, *rest)
+    view = _rows_view(rows, B, H, C, m)
+    if F_:
+        view[:, :F_] = x[:, : F_ * C].reshape(B, F_, C, H, m, *rest)
+    if F_ < N:
+        view[:, F_, : T - F_ * C] = x[:, F_ * C :].reshape(B, T - F_ * C, H, m, *rest)
+        view[:, F_, T - F_ * C :] = 0
+    return rows
+
+
+def _gather_rows(rows: torch.Tensor, B: int, T: int, H: int, C: int) -> torch.Tensor:
+    """Inverse of ``_scatter_rows`` (pad rows dropped): [N*B*H, m*C, *rest] -> [B, T, H*m, *rest], one copy."""
+    m, rest = rows.shape[1] // C, rows.shape[2:]
+    F_ = T // C
+    x = rows.new_empty(B, T, H * m, *rest)
+    view = _rows_view(rows.contiguous(), B, H, C, m)
+    if F_:
+        x[:, : F_ * C].view(B, F_, C, H, m, *rest).copy_(view[:, :F_])
+    if F_ * C < T:
+        x[:, F_ * C :].view(B, T - F_ * C, H, m, *rest).copy_(view[:, F_, : T - F_ * C])
+    return x
+
+
+class _ToRows(torch.autograd.Function):
+    """``_scatter_rows`` with ``_gather_rows`` as its backward (autograd through the slicing would zero-fill)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, C: int, m: int) -> torch.Tensor:
+        ctx.shape = (x.shape[0], x.shape[1], x.shape[2] // m, C)
+        return _scatter_rows(x, C, m)
+
+    @staticmethod
+    def backward(ctx, d_rows: torch.Tensor):
+        return _gather_rows(d_rows, *ctx.shape), None, None
+
+
+class _FromRows(torch.autograd.Function):
+    """``_gather_rows`` with ``_scatter_rows`` as its backward."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, B: int, T: int, H: int, C: int) -> torch.Tensor:
+        ctx.C, ctx.m = C, rows.shape[1] // C
+        return _gather_rows(rows, B, T, H, C)
+
+    @staticmethod
+    def backward(ctx, dx: torch.Tensor):
+        return _scatter_rows(dx, ctx.C, ctx.m), None, None, None, None
+
+
+def _fused(q_BTHK, k_BTGK, v_BTGV, beta_BTG, g_BTG, scale, initial_state_BGKV, output_final_state, C):
+    """The linear-state delta rule through ``ChunkDeltaRule`` (hand-written backward, fused.py).
+
+    q may have m times the heads of k/v/beta/g/state (H = G * m): query heads h*m .. h*m + m - 1 read state h.
+    """
+    dtype = q_BTHK.dtype
+    cdt = compute_dtype(dtype)
+    B, T, H, K = q_BTHK.shape
+    G, V = k_BTGK.shape[2], v_BTGV.shape[-1]
+
+    def rows(x: torch.Tensor, m: int = 1) -> torch.Tensor:
+        return _ToRows.apply(x.to(cdt), C, m)
+
+    h0_ZKV = None if initial_state_BGKV is None else initial_state_BGKV.to(cdt).reshape(B * G, K, V)
+    g_ZC = None if g_BTG is None else rows(g_BTG)
+    o_ZCV, S_ZKV = ChunkDeltaRule.apply(
+        rows(q_BTHK, H // G), rows(k_BTGK), rows(v_BTGV), rows(beta_BTG), g_ZC, h0_ZKV, scale, B * G
+    )
+    o_BTHV = _FromRows.apply(o_ZCV, B, T, G, C).to(dtype)
+    return o_BTHV, (S_ZKV.reshape(B, G, K, V).to(dtype) if output_final_state else None)
