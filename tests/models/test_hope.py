@@ -96,3 +96,28 @@ def test_the_transformer_block_type_is_a_plain_causal_decoder():
 def test_periods_must_be_multiples_of_the_online_chunk():
     with pytest.raises(ValueError, match="online_chunk"):
         HopeConfig(cms_periods=[4, 6], online_chunk=4)
+
+
+@pytest.mark.parametrize("name,length", [("hope", 13), ("hope", 16), ("titan", 11), ("hope_attention", 9)])
+def test_token_by_token_model_equals_the_chunked_fast_path(name, length):
+    """online_chunk=1 (every token its own model chunk, writes still at the period boundaries) is the step-by-step
+    reference of the batched path: same logits, loss and gradients, final fast state included (via memorize)."""
+    x = generic.tokens(VOCAB, length=length, seed=5)
+    runs = []
+    for chunk in (1, None):
+        model = build(name, online_chunk=chunk).train()
+        out = model(input_ids=x, labels=x)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        with torch.no_grad():
+            model.memorize(x)
+        runs.append((out.logits.detach(), grads, model._memory))
+    (l1, g1, m1), (l2, g2, m2) = runs
+    torch.testing.assert_close(l1, l2, atol=1e-5, rtol=1e-5)
+    assert g1.keys() == g2.keys()
+    for n in g1:
+        torch.testing.assert_close(g1[n], g2[n], atol=1e-5, rtol=1e-4, msg=n)
+    for i in m1:
+        assert m1[i].keys() == m2[i].keys() and m1[i]
+        for k in m1[i]:
+            torch.testing.assert_close(m1[i][k], m2[i][k], atol=1e-6, rtol=1e-5)

@@ -52,7 +52,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 
 from archlab.nn.cache import cache_length, states_of
-from archlab.ops.cms import PARAMS, chunk_bounds, fast_mlp_grads, fast_mlp_read_split
+from archlab.ops.cms import PARAMS, chunk_bounds, fast_mlp_grads, fast_mlp_read, fast_mlp_read_split
 
 BLOCK_TYPES = ("transformer", "hope_attention", "hope_hybrid", "titan", "hope_selfmod")
 SELFMOD_MODES = ("learned", "frozen", "none")
@@ -175,15 +175,18 @@ class LayerState:
     """What one layer carries across model chunks inside a call (with its graph) and across calls (in the Cache)."""
 
     def __init__(self) -> None:
-        self.values: dict[str, torch.Tensor] = {}       # fast deltas, open gradient sums, conv window
-        self.features: dict[str, list[torch.Tensor]] = {}  # read features of tokens whose teach signal is pending
+        self.values: dict[str, torch.Tensor] = {}       # fast deltas, conv window
+        self.features: dict[str, list[torch.Tensor]] = {}  # per-token features buffered until their write
+        self.derived: dict[str, dict[str, torch.Tensor]] = {}  # meta + delta, rebuilt after a write (not saved)
 
-    def add_feature(self, name: str, value: torch.Tensor) -> None:
-        self.features.setdefault(name, []).append(value.detach())
+    def add_feature(self, name: str, value: torch.Tensor, keep_graph: bool = False) -> None:
+        self.features.setdefault(name, []).append(value if keep_graph else value.detach())
 
     def take_features(self, name: str) -> torch.Tensor | None:
         parts = self.features.pop(name, None)
-        return torch.cat(parts, 1) if parts else None
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
     def load(self, holder) -> None:
         for key, value in holder.states.items():
@@ -203,7 +206,13 @@ class LayerState:
 
 
 class FastMLP(nn.Module):
-    """A fast-weight MLP memory (``archlab.ops.cms``): meta weights here, per-context deltas in a LayerState."""
+    """A fast-weight MLP memory (``archlab.ops.cms``): meta weights here, per-context deltas in a LayerState.
+
+    Reads keep each token's features (input, pre-activation, activation); once its teach signal is known they
+    wait, with the error, in a buffer until the period boundary, where one batched gradient over the whole
+    period is written (the same sum the token-by-token definition accumulates: every token of a period reads the
+    period-start weights). The per-context weights ``meta + delta`` are built once per write, not per read.
+    """
 
     def __init__(self, name: str, dim: int, hidden: int, period: int, lr: float):
         super().__init__()
@@ -213,23 +222,27 @@ class FastMLP(nn.Module):
         self.W2 = nn.Parameter(torch.empty(dim, hidden))
         self.b2 = nn.Parameter(torch.zeros(dim))
 
-    def weights(self, st: LayerState, batch: int) -> dict[str, torch.Tensor]:
-        """meta + delta: the delta carries no graph to the meta weights (the straight-through read)."""
-        out = {}
-        for k in PARAMS:
-            meta = getattr(self, k)
-            delta = st.values.get(f"{self.name}.d.{k}")
-            out[k] = meta.unsqueeze(0).expand(batch, *meta.shape) + (delta if delta is not None else 0)
-        return out
-
     def deltas(self, st: LayerState) -> dict[str, torch.Tensor] | None:
         if f"{self.name}.d.W1" not in st.values:
             return None
         return {k: st.values[f"{self.name}.d.{k}"] for k in PARAMS}
 
+    def weights(self, st: LayerState) -> dict[str, torch.Tensor] | None:
+        """``meta + delta`` per context (the delta carries no graph to the meta weights: straight-through)."""
+        w = st.derived.get(self.name)
+        if w is None:
+            delta = self.deltas(st)
+            if delta is None:
+                return None
+            w = st.derived[self.name] = {k: getattr(self, k) + delta[k] for k in PARAMS}
+        return w
+
     def read(self, n: torch.Tensor, st: LayerState) -> torch.Tensor:
-        meta = {k: getattr(self, k) for k in PARAMS}
-        y, z, h = fast_mlp_read_split(n, meta, self.deltas(st))
+        w = self.weights(st)
+        if w is None:  # no write yet: the shared meta weights
+            y, z, h = fast_mlp_read_split(n, {k: getattr(self, k) for k in PARAMS}, None)
+        else:
+            y, z, h = fast_mlp_read(n, w)
         st.add_feature(f"{self.name}.n", n)
         st.add_feature(f"{self.name}.z", z)
         st.add_feature(f"{self.name}.h", h)
@@ -237,25 +250,30 @@ class FastMLP(nn.Module):
 
     def write(self, st: LayerState, e: torch.Tensor, position: int, telemetry: dict[str, torch.Tensor],
               flush: bool = False) -> None:
-        """Add the pending tokens' gradient steps for error ``e``; write at a period boundary (or when flushing)."""
-        n, z, h = (st.take_features(f"{self.name}.{k}") for k in "nzh")
+        """Queue the pending tokens with their error ``e``; write at a period boundary (or when flushing)."""
+        name = self.name
+        parts = [st.features.pop(f"{name}.{k}", None) for k in "nzh"]
+        if parts[0]:
+            for k, part in zip("nzh", parts, strict=True):
+                st.features.setdefault(f"{name}.q{k}", []).extend(part)
+            st.add_feature(f"{name}.qe", e, keep_graph=True)
+        if not (position % self.period == 0 or flush):
+            return
+        n, z, h, e = (st.take_features(f"{name}.q{k}") for k in "nzhe")
         if n is None:
             return
-        delta = self.deltas(st)
-        w2 = self.W2.detach().unsqueeze(0) + (delta["W2"].detach() if delta is not None else 0)
-        grads = fast_mlp_grads(n, z, h, w2.expand(n.shape[0], -1, -1), e.to(n.dtype))
+        w = self.weights(st)
+        w2 = (w["W2"] if w is not None else self.W2).detach()
+        w2 = w2.expand(n.shape[0], -1, -1) if w2.dim() == 2 else w2
+        grads = fast_mlp_grads(n, z, h, w2, e.to(n.dtype))
+        written = e.detach().flatten(1).abs().amax(1) > 0
+        telemetry["updates_applied"] += written.sum()
+        telemetry["updates_blocked"] += (~written).sum()
         for k in PARAMS:
-            key = f"{self.name}.p.{k}"
-            st.values[key] = st.values[key] + grads[k] if key in st.values else grads[k]
-        if position % self.period == 0 or flush:
-            pending = {k: st.values.pop(f"{self.name}.p.{k}") for k in PARAMS}
-            written = pending["W2"].detach().flatten(1).abs().sum(1) > 0
-            telemetry["updates_applied"] += written.sum()
-            telemetry["updates_blocked"] += (~written).sum()
-            for k in PARAMS:
-                key = f"{self.name}.d.{k}"
-                step = -self.lr * pending[k]
-                st.values[key] = st.values[key] + step if key in st.values else step
+            key = f"{name}.d.{k}"
+            step = -self.lr * grads[k]
+            st.values[key] = st.values[key] + step if key in st.values else step
+        st.derived.pop(name, None)
 
 
 class Attention(nn.Module):
@@ -410,6 +428,33 @@ class HopeBlock(nn.Module):
             self.cms.write(st, delta, position, telemetry, flush)
 
 
+class _ReusedHead(torch.autograd.Function):
+    """``hidden @ weight^T`` whose forward value was already computed (the per-chunk teach logits)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, logits):
+        ctx.save_for_backward(hidden, weight)
+        return logits
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight = ctx.saved_tensors
+        grad_hidden = grad_weight = None  # in the logits' dtype (autocast), returned in the inputs' dtypes
+        if ctx.needs_input_grad[0]:
+            grad_hidden = (grad @ weight.to(grad.dtype)).to(hidden.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad.flatten(0, -2).transpose(0, 1) @ hidden.flatten(0, -2).to(grad.dtype)).to(weight.dtype)
+        return grad_hidden, grad_weight, None
+
+
+def _head_logits(hidden: torch.Tensor, weight: torch.Tensor, pieces: list[torch.Tensor],
+                 keep: int) -> torch.Tensor:
+    logits = torch.cat(pieces, 1) if len(pieces) > 1 else pieces[0]
+    if keep:
+        logits = logits[:, -keep:]
+    return _ReusedHead.apply(hidden, weight, logits)
+
+
 # ------------------------------------------------------------------------------------------------ models
 class HopePreTrainedModel(PreTrainedModel):
     config_class = HopeConfig
@@ -491,10 +536,10 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         Tied head: logits = h E^T, so dCE/dh = (softmax(logits) - onehot(target)) E. Targets -100 give 0.
         """
         valid = targets != -100
-        p = torch.softmax(logits.float(), -1)
-        p = p - F.one_hot(targets.clamp(min=0), p.shape[-1]).to(p.dtype)
-        delta = (p @ self.lm_head.weight.detach().float()) * valid[..., None]
-        return delta, valid
+        emb = self.lm_head.weight.detach().float()
+        # (p - onehot) E as p E - E[target]: no vocabulary-sized one-hot
+        delta = torch.softmax(logits.float(), -1) @ emb - F.embedding(targets.clamp(min=0), emb)
+        return delta * valid[..., None], valid
 
     def _scaled_teach(self, delta: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gate on the per-token (summed-loss) signal norm, then scale by teach_scale and clip per token.
@@ -607,19 +652,22 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         # embedding and head run once over the whole call: per-chunk calls would each make a dense
         # vocabulary-sized weight gradient; the teach signal reads detached per-chunk logits
         embeds = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        outs = []
-        for start, end in chunk_bounds(position, t, chunk):
+        outs, chunk_logits = [], []
+        bounds = chunk_bounds(position, t, chunk)
+        # split, not slices: the backward of one split is one concatenation, of each slice a full-size zero fill
+        pieces = embeds.split([end - start for start, end in bounds], 1)
+        for (start, end), x in zip(bounds, pieces, strict=True):
             pos = position + start
             if self.has_fast_state and pos % chunk == 0 and teach.get("logits"):
                 self._flush(states, teach, targets[:, start], pos)
-            x = embeds[:, start:end]
             for layer, st in zip(self.model.layers, states, strict=True):
                 x = layer(x, st, work, pos, key_mask)
             x = self.model.norm(x)
             outs.append(x)
             if self.has_fast_state:
                 with torch.no_grad():
-                    teach.setdefault("logits", []).append(self.lm_head(x.detach()))
+                    chunk_logits.append(self.lm_head(x.detach()))
+                teach.setdefault("logits", []).append(chunk_logits[-1])
                 teach.setdefault("labels", []).append(targets[:, start:end])
         if use_cache:
             self._save(work, states, teach, t)
@@ -627,7 +675,11 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         hidden = torch.cat(outs, 1)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden)
+        if self.has_fast_state and torch.is_grad_enabled():
+            # the chunks' teach logits are these logits: reuse them, with the head's gradient attached
+            logits = _head_logits(hidden, self.lm_head.weight, chunk_logits, logits_to_keep)
+        else:
+            logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
