@@ -98,7 +98,7 @@ def test_periods_must_be_multiples_of_the_online_chunk():
         HopeConfig(cms_periods=[4, 6], online_chunk=4)
 
 
-@pytest.mark.parametrize("name,length", [("hope", 13), ("hope", 16), ("titan", 11), ("hope_attention", 9)])
+@pytest.mark.parametrize("name,length", [("hope", 13), ("hope", 16), ("titan", 11), ("hope_attention", 9), ("hope_selfmod", 13)])
 def test_token_by_token_model_equals_the_chunked_fast_path(name, length):
     """online_chunk=1 (every token its own model chunk, writes still at the period boundaries) is the step-by-step
     reference of the batched path: same logits, loss and gradients, final fast state included (via memorize)."""
@@ -121,3 +121,34 @@ def test_token_by_token_model_equals_the_chunked_fast_path(name, length):
         assert m1[i].keys() == m2[i].keys() and m1[i]
         for k in m1[i]:
             torch.testing.assert_close(m1[i][k], m2[i][k], atol=1e-6, rtol=1e-5)
+
+
+def test_the_stacked_self_modifying_memories_write_as_five_separate_dgd_memories():
+    from archlab.models.hope import LayerState
+    from archlab.models.hope_selfmod import GROUP, ResidualMemory, dgd_write
+    model = build("hope_selfmod", selfmod_momentum=0.0)
+    titans = model.model.layers[0].selfmod_titans
+    g = torch.Generator().manual_seed(2)
+    b, c, d = 2, 3, 32
+    buf = {"k": F.normalize(torch.randn(b, c, d, generator=g), dim=-1), "v": torch.randn(b, c, d, generator=g),
+           "eta": 0.1 * torch.rand(b, c, generator=g), "alpha": 0.9 + 0.1 * torch.rand(b, c, generator=g)}
+    st = LayerState()
+    st.values["sm.g.d.W1"] = 0.01 * torch.randn(b, len(GROUP), d, d, generator=g)
+    st.values["sm.g.d.W2"] = 0.01 * torch.randn(b, len(GROUP), d, d, generator=g)
+    before = {key: st.values[f"sm.g.d.{key}"].clone() for key in ("W1", "W2")}
+    titans._write(st, "g", buf)
+    for i, name in enumerate(GROUP):
+        mem = titans.memories[name]
+        W1 = (mem.W1 + before["W1"][:, i]).detach()
+        W2 = (mem.W2 + before["W2"][:, i]).detach()
+        new1, new2 = dgd_write(W1, W2, buf["k"], buf["v"], buf["eta"], buf["alpha"], precond=True)
+        torch.testing.assert_close(st.values["sm.g.d.W1"][:, i], before["W1"][:, i] + new1 - W1, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(st.values["sm.g.d.W2"][:, i], before["W2"][:, i] + new2 - W2, atol=1e-6, rtol=1e-5)
+    # the stacked read is each memory's own residual MLP at meta + delta
+    x = torch.randn(b, c, d, generator=g)
+    W1s, W2s = titans.weights(st, "g", b)
+    stacked = ResidualMemory.apply(x.repeat_interleave(len(GROUP), 0), W1s, W2s)[0].view(b, len(GROUP), c, d)
+    for i, name in enumerate(GROUP):
+        mem = titans.memories[name]
+        own = ResidualMemory.apply(x, mem.W1 + st.values["sm.g.d.W1"][:, i], mem.W2 + st.values["sm.g.d.W2"][:, i])[0]
+        torch.testing.assert_close(stacked[:, i], own, atol=1e-6, rtol=1e-5)
