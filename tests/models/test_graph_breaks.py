@@ -28,10 +28,6 @@ ALLOWED_BREAKS: dict[str, str] = {
     "byte_latent": "the latent sequence length (number of patches) is read from the data",
     # seed models that landed beside this test and still break (issue 13 stays open until they are removed):
     "gpt2_variants": "the tiny config enables diffusion noise, so compiled and eager training draw different noise",
-    "hope": "data-dependent guard (Eq(u0, 1)) in the online fast-state update",
-    "hope_attention": "data-dependent guard (Eq(u0, 1)) in the online fast-state update",
-    "hope_selfmod": "data-dependent guard in the chunked DGD update",
-    "titan": "data-dependent guard (Eq(u0, 1)) in the online fast-state update",
     "lstm": "data-dependent guard on the padding mask",
     "new_llm": "data-dependent guard on the padding mask in the fused time loop",
 }

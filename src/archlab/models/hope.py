@@ -644,7 +644,8 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         states, teach = self._load(work, fresh=position == 0, batch=b)
         targets = labels if labels is not None else input_ids
         key_mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # compiled, a given mask is always applied: whether it pads is not read off the tensor (no graph break)
+        if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
             key_mask = attention_mask
             tail = attention_mask[:, -t:]
             targets = targets.masked_fill(tail == 0, -100)
