@@ -98,14 +98,16 @@ def test_periods_must_be_multiples_of_the_online_chunk():
         HopeConfig(cms_periods=[4, 6], online_chunk=4)
 
 
-@pytest.mark.parametrize("name,length", [("hope", 13), ("hope", 16), ("titan", 11), ("hope_attention", 9), ("hope_selfmod", 13)])
-def test_token_by_token_model_equals_the_chunked_fast_path(name, length):
+@pytest.mark.parametrize("name,length,over", [
+    ("hope", 13, {}), ("hope", 16, {}), ("titan", 11, {}), ("hope_attention", 9, {}), ("hope_selfmod", 13, {}),
+    ("hope", 15, {"inner_momentum": 0.5, "inner_precond": True})])
+def test_token_by_token_model_equals_the_chunked_fast_path(name, length, over):
     """online_chunk=1 (every token its own model chunk, writes still at the period boundaries) is the step-by-step
     reference of the batched path: same logits, loss and gradients, final fast state included (via memorize)."""
     x = generic.tokens(VOCAB, length=length, seed=5)
     runs = []
     for chunk in (1, None):
-        model = build(name, online_chunk=chunk).train()
+        model = build(name, online_chunk=chunk, **over).train()
         out = model(input_ids=x, labels=x)
         out.loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -152,3 +154,15 @@ def test_the_stacked_self_modifying_memories_write_as_five_separate_dgd_memories
         mem = titans.memories[name]
         own = ResidualMemory.apply(x, mem.W1 + st.values["sm.g.d.W1"][:, i], mem.W2 + st.values["sm.g.d.W2"][:, i])[0]
         torch.testing.assert_close(stacked[:, i], own, atol=1e-6, rtol=1e-5)
+
+
+def test_the_inner_optimiser_changes_the_writes():
+    x = generic.tokens(VOCAB, length=12, seed=6)
+    with torch.no_grad():
+        plain = build()(input_ids=x).logits
+        momentum = build(inner_momentum=0.5)(input_ids=x).logits
+        precond = build(inner_precond=True)(input_ids=x).logits
+    torch.testing.assert_close(plain[:, :2], momentum[:, :2])
+    assert not torch.allclose(plain, momentum) and not torch.allclose(plain, precond)
+    with pytest.raises(ValueError, match="inner_momentum"):
+        HopeConfig(inner_momentum=1.0)

@@ -34,6 +34,11 @@ self-modifier never receives a gradient (its output only enters a detached targe
 reproduces that (output detached, parameters stay at their initialisation); ``selfmod: none`` writes the
 teach signal alone ("teach-only").
 
+**Inner optimiser** (CMS levels and the Titans memory): a write is ``W <- W - lr * g`` by default;
+``inner_momentum`` (beta) and ``inner_precond`` switch on the seed's ``deep_momentum`` (an EMA of the step, kept
+per context beside the deltas) and its rank-1 preconditioner (the input-side gradient projected off the
+period's unit mean input), ``archlab.ops.inner_optim``.
+
 **Test-time memorization** (``archlab.evals.lib.memorize``): ``memorize(ids)`` runs the forward over context
 tokens only, flushes the open chunks and keeps the resulting fast deltas as the model's memory; later
 forwards (and ``generate``) start from it; ``reset_memory()`` forgets it.
@@ -53,6 +58,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 
 from archlab.nn.cache import cache_length, states_of
 from archlab.ops.cms import PARAMS, chunk_bounds, fast_mlp_grads, fast_mlp_read, fast_mlp_read_split
+from archlab.ops.inner_optim import inner_update
 
 BLOCK_TYPES = ("transformer", "hope_attention", "hope_hybrid", "titan", "hope_selfmod")
 SELFMOD_MODES = ("learned", "frozen", "none")
@@ -82,6 +88,8 @@ class HopeConfig(PretrainedConfig):
         titan_period: int | None = None,
         titan_hidden_multiplier: int = 4,
         titan_lr: float = 6e-4,
+        inner_momentum: float = 0.0,
+        inner_precond: bool = False,
         selfmod: str = "learned",
         selfmod_hidden_multiplier: int = 1,
         selfmod_chunk_size: int = 8,
@@ -127,6 +135,10 @@ class HopeConfig(PretrainedConfig):
         self.titan_period = titan_period
         self.titan_hidden_multiplier = titan_hidden_multiplier
         self.titan_lr = titan_lr
+        self.inner_momentum = inner_momentum
+        self.inner_precond = inner_precond
+        if not 0.0 <= inner_momentum < 1.0:
+            raise ValueError(f"inner_momentum {inner_momentum} must be in [0, 1) (an EMA coefficient)")
         self.selfmod = selfmod
         self.selfmod_hidden_multiplier = selfmod_hidden_multiplier
         self.selfmod_chunk_size = selfmod_chunk_size
@@ -214,9 +226,11 @@ class FastMLP(nn.Module):
     period-start weights). The per-context weights ``meta + delta`` are built once per write, not per read.
     """
 
-    def __init__(self, name: str, dim: int, hidden: int, period: int, lr: float):
+    def __init__(self, name: str, dim: int, hidden: int, period: int, lr: float, beta: float = 0.0,
+                 precond: bool = False):
         super().__init__()
         self.name, self.period, self.lr = name, period, lr
+        self.beta, self.precond = beta, precond  # the inner optimiser (archlab.ops.inner_optim)
         self.W1 = nn.Parameter(torch.empty(hidden, dim))
         self.b1 = nn.Parameter(torch.zeros(hidden))
         self.W2 = nn.Parameter(torch.empty(dim, hidden))
@@ -269,6 +283,11 @@ class FastMLP(nn.Module):
         written = e.detach().flatten(1).abs().amax(1) > 0
         telemetry["updates_applied"] += written.sum()
         telemetry["updates_blocked"] += (~written).sum()
+        if self.beta or self.precond:
+            prev = {k: st.values[f"{name}.m.{k}"] for k in PARAMS} if f"{name}.m.W1" in st.values else None
+            grads, momentum = inner_update(grads, n.sum(1), prev, self.beta, self.precond)
+            if momentum is not None:
+                st.values.update({f"{name}.m.{k}": v for k, v in momentum.items()})
         for k in PARAMS:
             key = f"{name}.d.{k}"
             step = -self.lr * grads[k]
@@ -341,7 +360,8 @@ class TitanMemory(nn.Module):
         super().__init__()
         d = config.hidden_size
         period = config.titan_period or (min(config.cms_periods) if config.uses_cms() else 16)
-        self.mem = FastMLP(name, d, config.titan_hidden_multiplier * d, period, config.titan_lr)
+        self.mem = FastMLP(name, d, config.titan_hidden_multiplier * d, period, config.titan_lr,
+                           config.inner_momentum, config.inner_precond)
         self.norm = nn.LayerNorm(d, eps=config.norm_eps)
         self.mode = config.selfmod
         self.selfmod = SelfModifier(d, config.selfmod_hidden_multiplier) if self.mode != "none" else None
@@ -374,7 +394,8 @@ class CMS(nn.Module):
         d = config.hidden_size
         scales = config.cms_level_scales or [1.0] * len(config.cms_periods)
         self.levels = nn.ModuleList(
-            FastMLP(f"cms{i}", d, config.cms_hidden_multiplier * d, p, config.cms_lr)
+            FastMLP(f"cms{i}", d, config.cms_hidden_multiplier * d, p, config.cms_lr, config.inner_momentum,
+                    config.inner_precond)
             for i, p in enumerate(config.cms_periods))
         self.norms = nn.ModuleList(nn.LayerNorm(d, eps=config.norm_eps) for _ in config.cms_periods)
         self.scales = scales

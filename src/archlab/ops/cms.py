@@ -23,10 +23,12 @@ receives the outer gradient of every read: the straight-through "fast + (meta - 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from archlab.ops.inner_optim import inner_update, inner_update_reference
 
 __all__ = ["FastState", "fast_mlp_chunked", "fast_mlp_grads", "fast_mlp_read", "fast_mlp_read_split",
            "fast_mlp_reference", "gelu_grad"]
@@ -84,6 +86,8 @@ class FastState:
     delta: dict[str, torch.Tensor]
     pending: dict[str, torch.Tensor]
     position: int = 0
+    n_sum: torch.Tensor | None = None  # the open chunk's input sum (the rank-1 preconditioner's direction)
+    momentum: dict[str, torch.Tensor] | None = None  # the inner optimiser's (archlab.ops.inner_optim)
 
     @classmethod
     def zeros_like(cls, w0: dict[str, torch.Tensor], position: int = 0) -> FastState:
@@ -96,7 +100,8 @@ def _weights(w0: dict[str, torch.Tensor], delta: dict[str, torch.Tensor]) -> dic
 
 
 def fast_mlp_reference(n: torch.Tensor, e: torch.Tensor, w0: dict[str, torch.Tensor], period: int, lr: float,
-                       state: FastState | None = None) -> tuple[torch.Tensor, FastState]:
+                       state: FastState | None = None, beta: float = 0.0,
+                       precond: bool = False) -> tuple[torch.Tensor, FastState]:
     """Token-by-token definition: read with the current weights, add the token's gradient, write at chunk ends.
 
     ``e[:, t]`` must only depend on tokens the caller may let position ``t + 1`` see (the model passes the
@@ -104,6 +109,8 @@ def fast_mlp_reference(n: torch.Tensor, e: torch.Tensor, w0: dict[str, torch.Ten
     """
     state = state or FastState.zeros_like(w0)
     delta, pending, pos = dict(state.delta), dict(state.pending), state.position
+    n_sum = state.n_sum if state.n_sum is not None else n.new_zeros(n.shape[0], n.shape[2])
+    momentum = state.momentum
     outs = []
     for t in range(n.shape[1]):
         w = _weights(w0, delta)
@@ -111,11 +118,14 @@ def fast_mlp_reference(n: torch.Tensor, e: torch.Tensor, w0: dict[str, torch.Ten
         outs.append(y)
         g = fast_mlp_grads(n[:, t : t + 1], z, h, w["W2"], e[:, t : t + 1])
         pending = {k: pending[k] + g[k] for k in PARAMS}
+        n_sum = n_sum + n[:, t].detach()
         pos += 1
         if pos % period == 0:
-            delta = {k: delta[k] - lr * pending[k] for k in PARAMS}
+            step, momentum = inner_update_reference(pending, n_sum, momentum, beta, precond)
+            delta = {k: delta[k] - lr * step[k] for k in PARAMS}
             pending = {k: torch.zeros_like(v) for k, v in pending.items()}
-    return torch.cat(outs, 1), FastState(delta, pending, pos)
+            n_sum = torch.zeros_like(n_sum)
+    return torch.cat(outs, 1), FastState(delta, pending, pos, n_sum, momentum)
 
 
 def chunk_bounds(position: int, length: int, period: int) -> list[tuple[int, int]]:
@@ -129,10 +139,13 @@ def chunk_bounds(position: int, length: int, period: int) -> list[tuple[int, int
 
 
 def fast_mlp_chunked(n: torch.Tensor, e: torch.Tensor, w0: dict[str, torch.Tensor], period: int, lr: float,
-                     state: FastState | None = None) -> tuple[torch.Tensor, FastState]:
+                     state: FastState | None = None, beta: float = 0.0,
+                     precond: bool = False) -> tuple[torch.Tensor, FastState]:
     """Same as :func:`fast_mlp_reference`, one batched read and gradient sum per chunk."""
     state = state or FastState.zeros_like(w0)
     delta, pending, pos = dict(state.delta), dict(state.pending), state.position
+    n_sum = state.n_sum if state.n_sum is not None else n.new_zeros(n.shape[0], n.shape[2])
+    momentum = state.momentum
     outs = []
     for start, end in chunk_bounds(pos, n.shape[1], period):
         w = _weights(w0, delta)
@@ -140,8 +153,11 @@ def fast_mlp_chunked(n: torch.Tensor, e: torch.Tensor, w0: dict[str, torch.Tenso
         outs.append(y)
         g = fast_mlp_grads(n[:, start:end], z, h, w["W2"], e[:, start:end])
         pending = {k: pending[k] + g[k] for k in PARAMS}
+        n_sum = n_sum + n[:, start:end].detach().sum(1)
         pos += end - start
         if pos % period == 0:
-            delta = {k: delta[k] - lr * pending[k] for k in PARAMS}
+            step, momentum = inner_update(pending, n_sum, momentum, beta, precond)
+            delta = {k: delta[k] - lr * step[k] for k in PARAMS}
             pending = {k: torch.zeros_like(v) for k, v in pending.items()}
-    return torch.cat(outs, 1), FastState(delta, pending, pos)
+            n_sum = torch.zeros_like(n_sum)
+    return torch.cat(outs, 1), FastState(delta, pending, pos, n_sum, momentum)
