@@ -166,3 +166,39 @@ def test_the_inner_optimiser_changes_the_writes():
     assert not torch.allclose(plain, momentum) and not torch.allclose(plain, precond)
     with pytest.raises(ValueError, match="inner_momentum"):
         HopeConfig(inner_momentum=1.0)
+
+
+@pytest.mark.parametrize("name", ["hope", "hope_selfmod"])
+def test_per_layer_teach_signal_equals_autograd_at_each_block_output(name):
+    """delta_l written after the first chunk = dCE/dh_l of that chunk's summed loss, by plain autograd."""
+    model = build(name, per_layer_teach_signal=True, teach_scale=1.0, teach_clip=0.0)
+    chunk = model.config.online_chunk
+    x = generic.tokens(VOCAB, length=2 * chunk + 1, seed=7)
+    written = {}
+    for i, layer in enumerate(model.model.layers):
+        original = layer.write
+
+        def record(st, delta, writes, position, telemetry, flush=False, i=i, original=original):
+            written.setdefault(i, delta.clone())
+            return original(st, delta, writes, position, telemetry, flush)
+        layer.write = record
+    with torch.no_grad():
+        model(input_ids=x)
+    # the same chunk alone, fresh state: block outputs by hooks, their gradients by backward
+    twin = build(name)
+    outs = []
+    hooks = [layer.register_forward_hook(lambda m, a, out: outs.append(out)) for layer in twin.model.layers]
+    for o in outs:
+        o.retain_grad()
+    logits = twin(input_ids=x[:, :chunk]).logits
+    for h in hooks:
+        h.remove()
+    for o in outs:
+        o.retain_grad()
+    F.cross_entropy(logits.flatten(0, 1), x[:, 1 : chunk + 1].flatten(), reduction="sum").backward()
+    assert len(written) == len(outs) == model.config.num_hidden_layers
+    for i, o in enumerate(outs):
+        torch.testing.assert_close(written[i], o.grad, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(written[0], written[len(outs) - 1])
+    with pytest.raises(ValueError, match="per_layer_teach_signal"):
+        model(input_ids=x, use_cache=True)

@@ -27,6 +27,11 @@ Writes never touch the meta parameters: they are per-context deltas kept in the 
 (``archlab.nn.cache.states_of``), and a read uses ``meta + delta`` so the meta-initialisation gets the outer
 gradient (the seed's "fast + (meta - stopgrad(meta))").
 
+**Per-layer teach signal** (``per_layer_teach_signal``, the seed's option): block l's memories write with
+``delta_l = dCE/dh_l`` at the block's own output instead of the head-input signal, by autograd through the later
+blocks of the same model chunk (the chunk's summed CE; gate and telemetry stay on the head signal, scale and clip
+apply per layer). It needs the whole sequence in one call (no cache: a chunk's graph does not outlive the call).
+
 **SelfModifier.** In hybrid/TITAN blocks the Titans memory writes the error ``delta + s`` with
 ``s = SelfModifier([a; m; delta])``. ``selfmod: learned`` (default) keeps ``s`` in the graph, so the
 self-modifier learns through the effect of its writes on later tokens' loss. The public code's
@@ -46,6 +51,7 @@ forwards (and ``generate``) start from it; ``reset_memory()`` forgets it.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -90,6 +96,7 @@ class HopeConfig(PretrainedConfig):
         titan_lr: float = 6e-4,
         inner_momentum: float = 0.0,
         inner_precond: bool = False,
+        per_layer_teach_signal: bool = False,
         selfmod: str = "learned",
         selfmod_hidden_multiplier: int = 1,
         selfmod_chunk_size: int = 8,
@@ -137,6 +144,7 @@ class HopeConfig(PretrainedConfig):
         self.titan_lr = titan_lr
         self.inner_momentum = inner_momentum
         self.inner_precond = inner_precond
+        self.per_layer_teach_signal = per_layer_teach_signal
         if not 0.0 <= inner_momentum < 1.0:
             raise ValueError(f"inner_momentum {inner_momentum} must be in [0, 1) (an EMA coefficient)")
         self.selfmod = selfmod
@@ -573,10 +581,12 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         tel["gate_tokens"] += valid.sum()
         tel["gate_hit"] += (valid & ~gate).sum()
         writes = gate & valid & (self.teach_scale != 0)
-        delta = delta * writes[..., None] * self.teach_scale
+        return self._clip(delta * writes[..., None] * self.teach_scale), writes
+
+    def _clip(self, delta: torch.Tensor) -> torch.Tensor:
         if self.config.teach_clip and self.config.teach_clip > 0:
             delta = delta * (self.config.teach_clip / delta.norm(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0)
-        return delta, writes
+        return delta
 
     def _tel(self) -> dict[str, torch.Tensor]:
         for k in TELEMETRY:
@@ -603,9 +613,31 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         own = torch.cat(teach.pop("labels"), 1)
         targets = torch.cat([own[:, 1:], next_target[:, None]], 1)
         delta, writes = self._scaled_teach(*self.teach_signal(logits, targets))
+        deltas = [delta] * len(states)
+        if self.config.per_layer_teach_signal:
+            raw = self.layer_teach_signals(teach.pop("layer_outs"), targets)
+            deltas = [self._clip(d * writes[..., None] * self.teach_scale) for d in raw]
         tel = self._tel()
-        for layer, st in zip(self.model.layers, states, strict=True):
-            layer.write(st, delta, writes, position, tel, flush=final)
+        for layer, st, d in zip(self.model.layers, states, deltas, strict=True):
+            layer.write(st, d, writes, position, tel, flush=final)
+
+    def layer_teach_signals(self, layer_outs: list[list[torch.Tensor]], targets: torch.Tensor) -> list[torch.Tensor]:
+        """Per-layer ``delta_l = dCE/dh_l`` at each block output ``h_l`` of the pending tokens (summed CE of their
+        next tokens, through the later blocks of their model chunk, the final norm and the tied head; -100 targets
+        give 0).
+
+        ``layer_outs[c][l]`` is block l's output for pending model chunk c, with its graph.
+        """
+        flat = [h for chunk in layer_outs for h in chunk]
+        with torch.enable_grad():
+            last = [chunk[-1] for chunk in layer_outs]
+            hidden = self.model.norm(torch.cat(last, 1) if len(last) > 1 else last[0])
+            logits = F.linear(hidden, self.lm_head.weight.detach()).float()
+            ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
+            grads = torch.autograd.grad(ce, flat, retain_graph=True, allow_unused=True)
+        grads = [torch.zeros_like(h) if g is None else g.detach() for h, g in zip(flat, grads, strict=True)]
+        per_chunk = [grads[i : i + len(layer_outs[0])] for i in range(0, len(grads), len(layer_outs[0]))]
+        return [torch.cat(parts, 1).float() for parts in zip(*per_chunk, strict=True)]
 
     # ------------------------------------------------------------------ state in the cache
     def _load(self, cache: Cache, fresh: bool, batch: int) -> tuple[list[LayerState], dict]:
@@ -671,6 +703,10 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
             tail = attention_mask[:, -t:]
             targets = targets.masked_fill(tail == 0, -100)
         chunk = self.config.online_chunk if self.has_fast_state else max(t, 1)
+        per_layer = self.has_fast_state and self.config.per_layer_teach_signal
+        if per_layer and use_cache:
+            raise ValueError("per_layer_teach_signal needs the whole sequence in one call (a chunk's delta_l "
+                             "backpropagates through its later blocks, which a cache does not keep); use_cache=False")
         # embedding and head run once over the whole call: per-chunk calls would each make a dense
         # vocabulary-sized weight gradient; the teach signal reads detached per-chunk logits
         embeds = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
@@ -682,8 +718,13 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
             pos = position + start
             if self.has_fast_state and pos % chunk == 0 and teach.get("logits"):
                 self._flush(states, teach, targets[:, start], pos)
-            for layer, st in zip(self.model.layers, states, strict=True):
-                x = layer(x, st, work, pos, key_mask)
+            layer_outs = []
+            with torch.enable_grad() if per_layer else contextlib.nullcontext():
+                for layer, st in zip(self.model.layers, states, strict=True):
+                    x = layer(x, st, work, pos, key_mask)
+                    layer_outs.append(x)
+            if per_layer:  # kept, with the chunk's graph, until its teach signal is known
+                teach.setdefault("layer_outs", []).append(layer_outs)
             x = self.model.norm(x)
             outs.append(x)
             if self.has_fast_state:
