@@ -14,6 +14,9 @@ Two forms, held equal by ``tests/ops/test_cms.py`` (outputs, final state, gradie
 - :func:`fast_mlp_chunked`: one batched read and one batched gradient sum per chunk (matmuls over the chunk's
   tokens, no per-token loop).
 
+Both take ``beta`` / ``precond``: the write's inner optimiser (deep momentum, rank-1 preconditioner;
+:mod:`archlab.ops.inner_optim`); the defaults are the plain step above.
+
 Gradients: writes are stop-gradient except through ``e`` (a learned self-modifier can shape the error it
 writes; pass a detached ``e`` for a pure teach-signal write). The weights read at token t are
 ``W0 + D_t`` with ``D_t`` the accumulated writes, so ``W0`` (the meta-initialisation, expanded over the batch)
@@ -23,7 +26,7 @@ receives the outer gradient of every read: the straight-through "fast + (meta - 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
