@@ -7,6 +7,7 @@ that chunk, and with it how many sequential model chunks a sequence needs. Targe
 at seq 512 on CPU.
 
     python -m benchmarks.hope_throughput [--seq 512] [--batch 4] [--hidden 128] [--layers 4] [--steps 3]
+    OMP_NUM_THREADS=1 python -m benchmarks.hope_throughput --cpu-time   # on a shared machine
 """
 
 from __future__ import annotations
@@ -29,19 +30,20 @@ VARIANTS = {
 }
 
 
-def step_times(model: torch.nn.Module, ids: torch.Tensor, steps: int, warmup: int) -> list[float]:
+def step_times(model: torch.nn.Module, ids: torch.Tensor, steps: int, warmup: int,
+               clock=time.perf_counter) -> list[float]:
     """Seconds per optimizer step (forward + backward + AdamW) after ``warmup`` untimed steps."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
     times = []
     for i in range(warmup + steps):
-        start = time.perf_counter()
+        start = clock()
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if i >= warmup:
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
     return times
 
 
@@ -55,6 +57,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=None, help="variant names (default: all)")
+    parser.add_argument("--cpu-time", action="store_true", help="time by this process's CPU seconds (with one "
+                        "thread: steadier than wall time on a shared machine)")
     args = parser.parse_args()
     torch.manual_seed(0)
     ids = torch.randint(0, args.vocab, (args.batch, args.seq))
@@ -68,7 +72,8 @@ def main() -> None:
                          num_attention_heads=4, cms_hidden_multiplier=2, titan_hidden_multiplier=2,
                          eos_token_id=None, **extra)
         model = HopeForCausalLM(cfg)
-        t = statistics.median(step_times(model, ids, args.steps, args.warmup))
+        clock = time.process_time if args.cpu_time else time.perf_counter
+        t = statistics.median(step_times(model, ids, args.steps, args.warmup, clock))
         base = t if name == "transformer" else base
         params = sum(p.numel() for p in model.parameters()) / 1e6
         ratio = f"{t / base:5.2f}x" if base else "   - "

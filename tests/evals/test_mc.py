@@ -178,3 +178,23 @@ def test_models_that_read_padding_are_scored_one_question_at_a_time(byte_tok, ma
     cached = multiple_choice(ctx, MCParams(task=str(data), target_delimiter=""))
     full = multiple_choice(ctx, MCParams(task=str(data), target_delimiter="", scoring="full"))
     assert [i["lls"] for i in cached.items] == [i["lls"] for i in full.items]
+
+
+def test_several_tasks_in_one_eval_report_each_task_and_their_mean(bpe_tok, make_ctx):
+    from archlab.evals.lib.views import EvalRun
+    from archlab.evals.mc import mc_view
+    ctx = make_ctx(tiny_model(len(bpe_tok)), bpe_tok)
+    cloze = dict(cloze_items=6)
+    both = multiple_choice(ctx, MCParams(tasks=["mmlu_dev", "cloze"], limit=6, **cloze))
+    alone = {t: multiple_choice(ctx, MCParams(task=t, limit=6, **cloze)) for t in ("mmlu_dev", "cloze")}
+    for t, r in alone.items():  # each task scored exactly as on its own
+        assert both.metrics[f"acc@{t}"] == r.metrics["acc"] and both.metrics[f"acc_norm@{t}"] == r.metrics["acc_norm"]
+        assert both.ci95[f"acc_norm@{t}"] == r.ci95["acc_norm"]
+    assert both.metrics["acc_norm"] == pytest.approx(np.mean([r.metrics["acc_norm"] for r in alone.values()]))
+    assert both.n == 12 and {i["task"] for i in both.items} == {"mmlu_dev", "cloze"}
+    payload = {"metrics": both.metrics, "ci95": both.ci95, "n": both.n, "details": both.details}
+    view = mc_view([EvalRun("r1", "hope", payload)], None)
+    header = view.table[0]
+    assert "mmlu_dev acc_norm" in header and "cloze acc_norm" in header
+    with pytest.raises(ValueError, match="either task"):
+        MCParams(task="mmlu_dev", tasks=["cloze"])

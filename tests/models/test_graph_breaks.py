@@ -28,11 +28,6 @@ ALLOWED_BREAKS: dict[str, str] = {
     # model's newline restarts also batch lines found in Python. Static patching traces whole
     # (tests/models/test_byte_latent.py::test_static_patching_trains_as_one_graph)
     "byte_latent": "entropy patching: the latent sequence length (number of patches) is read from the data",
-    # seed models that landed beside this test and still break (issue 13 stays open until they are removed):
-    "hope": "data-dependent guard (Eq(u0, 1)) in the online fast-state update",
-    "hope_attention": "data-dependent guard (Eq(u0, 1)) in the online fast-state update",
-    "hope_selfmod": "data-dependent guard in the chunked DGD update",
-    "titan": "data-dependent guard (Eq(u0, 1)) in the online fast-state update",
 }
 
 

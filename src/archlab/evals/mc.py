@@ -36,7 +36,10 @@ from archlab.evals.lib.views import EvalRun, View, cell, eval_view, fmt
 class MCParams(Config):
     task: str = Field("mmlu_dev", description="mmlu_dev (embedded, 282 questions), cloze[:corpus], a .jsonl of "
                       "{context, choices, gold}, an lm-eval task YAML, or an lm-eval task name (needs the hub)")
-    limit: int | None = Field(None, ge=1, description="score only the first N questions")
+    tasks: list[str] | None = Field(None, min_length=1, description="several tasks (each as `task`) in one eval: "
+                                    "per-task metrics acc@<task>, acc_norm@<task> (…_memorize@<task>), one report "
+                                    "column each; acc / acc_norm are then their unweighted mean over the tasks")
+    limit: int | None = Field(None, ge=1, description="score only the first N questions (of each task)")
     num_fewshot: int = Field(0, ge=0, description="k-shot examples: the first k other questions of the same subject, "
                              "after the subject header, as lm-eval's MMLU")
     target_delimiter: str = Field(" ", description="text between context and choice (lm-eval's default)")
@@ -54,11 +57,19 @@ class MCParams(Config):
 
     @model_validator(mode="after")
     def _code_needs_consent(self) -> MCParams:
-        code = None if self.allow_code else task_code_file(self.task)
-        if code is not None:
-            raise ValueError(f"{code} uses '!function', which imports Python from its folder; set allow_code: true "
-                             f"on this eval if you trust that code")
+        if self.tasks is not None and "task" in self.model_fields_set:
+            raise ValueError("give either task (one) or tasks (several), not both")
+        if self.tasks is not None and len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks lists a task twice: {self.tasks}")
+        for spec in self.task_list():
+            code = None if self.allow_code else task_code_file(spec)
+            if code is not None:
+                raise ValueError(f"{code} uses '!function', which imports Python from its folder; set allow_code: "
+                                 f"true on this eval if you trust that code")
         return self
+
+    def task_list(self) -> list[str]:
+        return list(self.tasks) if self.tasks is not None else [self.task]
 
 
 def _encode(ctx: EvalContext, docs: list[MCDoc]) -> list[list[tuple[list[int], list[int]]]]:
@@ -135,12 +146,39 @@ def doc_metrics(task: MCTask, doc: MCDoc, scores: list[Scored]) -> dict[str, flo
 @register_eval("mc", MCParams, metrics=("acc*", "gold_bits_per_byte*"))
 def multiple_choice(ctx: EvalContext, params: MCParams) -> EvalResult:
     """Multiple-choice accuracy (acc, acc_norm) by continuation log-likelihood, lm-eval conventions."""
-    cloze = {"items": params.cloze_items, "choices": params.cloze_choices,
-             "context_sentences": params.cloze_context_sentences}
-    task = load_task(params.task, limit=params.limit, num_fewshot=params.num_fewshot,
-                     delimiter=params.target_delimiter, seed=ctx.seed, cloze=cloze)
     if params.memorize:
         require_memorize(ctx.model, "mc")
+    if params.tasks is None:
+        return _one_task(ctx, params, params.task)
+    results = [_one_task(ctx, params, spec) for spec in params.tasks]
+    metrics: dict[str, float | None] = {}
+    ci95: dict[str, tuple[float, float]] = {}
+    items, labels = [], []
+    for result in results:
+        label = result.details["task"]
+        labels.append(label)
+        metrics.update({f"{k}@{label}": v for k, v in result.metrics.items()})
+        ci95.update({f"{k}@{label}": v for k, v in result.ci95.items()})
+        items += [{"task": label, **item} for item in result.items]
+    for key in results[0].metrics:  # the unweighted mean over tasks, as lm-eval's group average of tasks
+        values = [r.metrics.get(key) for r in results]
+        metrics[key] = float(np.mean(values)) if all(v is not None for v in values) else None
+    details = {"tasks": labels, "per_task": {r.details["task"]: r.details for r in results},
+               "num_fewshot": params.num_fewshot, "scoring": params.scoring, "memorize": params.memorize,
+               "chance": float(np.mean([r.details["chance"] for r in results if r.details["chance"] is not None]))
+               if any(r.details["chance"] is not None for r in results) else None,
+               "task_counts": {r.details["task"]: r.n for r in results},
+               "normalisation": results[0].details["normalisation"],
+               "mean": "acc / acc_norm without @task are the unweighted mean over the tasks"}
+    return EvalResult(metrics=metrics, n=sum(r.n for r in results), ci95=ci95, headline="acc_norm",
+                      details=details, items=items)
+
+
+def _one_task(ctx: EvalContext, params: MCParams, spec: str) -> EvalResult:
+    cloze = {"items": params.cloze_items, "choices": params.cloze_choices,
+             "context_sentences": params.cloze_context_sentences}
+    task = load_task(spec, limit=params.limit, num_fewshot=params.num_fewshot,
+                     delimiter=params.target_delimiter, seed=ctx.seed, cloze=cloze)
     runs = {"": score_docs(ctx, task.docs, params, memorize=False)}
     if params.memorize:
         runs["_memorize"] = score_docs(ctx, task.docs, params, memorize=True)
@@ -179,7 +217,9 @@ def multiple_choice(ctx: EvalContext, params: MCParams) -> EvalResult:
 
 @eval_view("mc", order=20)
 def mc_view(runs: list[EvalRun], plots: Path) -> View:
-    """Multiple choice (zero-shot): acc and acc_norm with their intervals, and chance."""
+    """Multiple choice (zero-shot): acc and acc_norm with their intervals, and chance; one column per task."""
+    if any(r.details.get("tasks") for r in runs):
+        return _tasks_view(runs)
     memorize = any("acc_memorize" in r.metrics for r in runs)
     header = ["Variant", "Task", "n", "acc", "acc_norm", "chance"]
     header += ["acc (memorize)", "acc_norm (memorize)"] if memorize else []
@@ -192,3 +232,29 @@ def mc_view(runs: list[EvalRun], plots: Path) -> View:
         body.append(line)
     note = "Scored by continuation log-likelihood with lm-eval conventions (acc_norm: per character)."
     return View("Multiple choice (zero-shot)", [header, *body], note)
+
+
+def _tasks_view(runs: list[EvalRun]) -> View:
+    """Runs that scored several tasks: acc_norm per task (a single-task run fills its task's column)."""
+    def keyed(r: EvalRun, task: str) -> str:
+        return f"@{task}" if r.details.get("tasks") else ""
+
+    tasks: list[str] = []
+    for r in runs:
+        for t in r.details.get("tasks") or [str(r.details.get("task"))]:
+            tasks += [t] if t not in tasks else []
+    memorize = any(k.startswith("acc_norm_memorize") for r in runs for k in r.metrics)
+    header = ["Variant", *[f"{t} acc_norm" for t in tasks], "mean acc_norm"]
+    header += [f"{t} acc_norm (memorize)" for t in tasks] if memorize else []
+    body = []
+    for r in runs:
+        own = r.details.get("tasks") or [str(r.details.get("task"))]
+        p = r.payload
+        line = [r.title] + [cell(p, "acc_norm" + keyed(r, t)) if t in own else "—" for t in tasks]
+        line.append(cell(p, "acc_norm"))
+        if memorize:
+            line += [cell(p, "acc_norm_memorize" + keyed(r, t)) if t in own else "—" for t in tasks]
+        body.append(line)
+    note = ("acc_norm per task (continuation log-likelihood per character, lm-eval conventions); the mean is "
+            "unweighted over a run's tasks. acc and the memorize gains are in eval/mc.json.")
+    return View("Multiple choice (zero-shot), per task", [header, *body], note)

@@ -27,12 +27,22 @@ Writes never touch the meta parameters: they are per-context deltas kept in the 
 (``archlab.nn.cache.states_of``), and a read uses ``meta + delta`` so the meta-initialisation gets the outer
 gradient (the seed's "fast + (meta - stopgrad(meta))").
 
+**Per-layer teach signal** (``per_layer_teach_signal``, the seed's option): block l's memories write with
+``delta_l = dCE/dh_l`` at the block's own output instead of the head-input signal, by autograd through the later
+blocks of the same model chunk (the chunk's summed CE; gate and telemetry stay on the head signal, scale and clip
+apply per layer). It needs the whole sequence in one call (no cache: a chunk's graph does not outlive the call).
+
 **SelfModifier.** In hybrid/TITAN blocks the Titans memory writes the error ``delta + s`` with
 ``s = SelfModifier([a; m; delta])``. ``selfmod: learned`` (default) keeps ``s`` in the graph, so the
 self-modifier learns through the effect of its writes on later tokens' loss. The public code's
 self-modifier never receives a gradient (its output only enters a detached target): ``selfmod: frozen``
 reproduces that (output detached, parameters stay at their initialisation); ``selfmod: none`` writes the
 teach signal alone ("teach-only").
+
+**Inner optimiser** (CMS levels and the Titans memory): a write is ``W <- W - lr * g`` by default;
+``inner_momentum`` (beta) and ``inner_precond`` switch on the seed's ``deep_momentum`` (an EMA of the step, kept
+per context beside the deltas) and its rank-1 preconditioner (the input-side gradient projected off the
+period's unit mean input), ``archlab.ops.inner_optim``.
 
 **Test-time memorization** (``archlab.evals.lib.memorize``): ``memorize(ids)`` runs the forward over context
 tokens only, flushes the open chunks and keeps the resulting fast deltas as the model's memory; later
@@ -41,6 +51,7 @@ forwards (and ``generate``) start from it; ``reset_memory()`` forgets it.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -52,7 +63,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 
 from archlab.nn.cache import cache_length, states_of
-from archlab.ops.cms import PARAMS, chunk_bounds, fast_mlp_grads, fast_mlp_read_split
+from archlab.ops.cms import PARAMS, chunk_bounds, fast_mlp_grads, fast_mlp_read, fast_mlp_read_split
+from archlab.ops.inner_optim import inner_update
 
 BLOCK_TYPES = ("transformer", "hope_attention", "hope_hybrid", "titan", "hope_selfmod")
 SELFMOD_MODES = ("learned", "frozen", "none")
@@ -82,6 +94,9 @@ class HopeConfig(PretrainedConfig):
         titan_period: int | None = None,
         titan_hidden_multiplier: int = 4,
         titan_lr: float = 6e-4,
+        inner_momentum: float = 0.0,
+        inner_precond: bool = False,
+        per_layer_teach_signal: bool = False,
         selfmod: str = "learned",
         selfmod_hidden_multiplier: int = 1,
         selfmod_chunk_size: int = 8,
@@ -127,6 +142,11 @@ class HopeConfig(PretrainedConfig):
         self.titan_period = titan_period
         self.titan_hidden_multiplier = titan_hidden_multiplier
         self.titan_lr = titan_lr
+        self.inner_momentum = inner_momentum
+        self.inner_precond = inner_precond
+        self.per_layer_teach_signal = per_layer_teach_signal
+        if not 0.0 <= inner_momentum < 1.0:
+            raise ValueError(f"inner_momentum {inner_momentum} must be in [0, 1) (an EMA coefficient)")
         self.selfmod = selfmod
         self.selfmod_hidden_multiplier = selfmod_hidden_multiplier
         self.selfmod_chunk_size = selfmod_chunk_size
@@ -175,15 +195,18 @@ class LayerState:
     """What one layer carries across model chunks inside a call (with its graph) and across calls (in the Cache)."""
 
     def __init__(self) -> None:
-        self.values: dict[str, torch.Tensor] = {}       # fast deltas, open gradient sums, conv window
-        self.features: dict[str, list[torch.Tensor]] = {}  # read features of tokens whose teach signal is pending
+        self.values: dict[str, torch.Tensor] = {}       # fast deltas, conv window
+        self.features: dict[str, list[torch.Tensor]] = {}  # per-token features buffered until their write
+        self.derived: dict[str, dict[str, torch.Tensor]] = {}  # meta + delta, rebuilt after a write (not saved)
 
-    def add_feature(self, name: str, value: torch.Tensor) -> None:
-        self.features.setdefault(name, []).append(value.detach())
+    def add_feature(self, name: str, value: torch.Tensor, keep_graph: bool = False) -> None:
+        self.features.setdefault(name, []).append(value if keep_graph else value.detach())
 
     def take_features(self, name: str) -> torch.Tensor | None:
         parts = self.features.pop(name, None)
-        return torch.cat(parts, 1) if parts else None
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
     def load(self, holder) -> None:
         for key, value in holder.states.items():
@@ -203,33 +226,45 @@ class LayerState:
 
 
 class FastMLP(nn.Module):
-    """A fast-weight MLP memory (``archlab.ops.cms``): meta weights here, per-context deltas in a LayerState."""
+    """A fast-weight MLP memory (``archlab.ops.cms``): meta weights here, per-context deltas in a LayerState.
 
-    def __init__(self, name: str, dim: int, hidden: int, period: int, lr: float):
+    Reads keep each token's features (input, pre-activation, activation); once its teach signal is known they
+    wait, with the error, in a buffer until the period boundary, where one batched gradient over the whole
+    period is written (the same sum the token-by-token definition accumulates: every token of a period reads the
+    period-start weights). The per-context weights ``meta + delta`` are built once per write, not per read.
+    """
+
+    def __init__(self, name: str, dim: int, hidden: int, period: int, lr: float, beta: float = 0.0,
+                 precond: bool = False):
         super().__init__()
         self.name, self.period, self.lr = name, period, lr
+        self.beta, self.precond = beta, precond  # the inner optimiser (archlab.ops.inner_optim)
         self.W1 = nn.Parameter(torch.empty(hidden, dim))
         self.b1 = nn.Parameter(torch.zeros(hidden))
         self.W2 = nn.Parameter(torch.empty(dim, hidden))
         self.b2 = nn.Parameter(torch.zeros(dim))
-
-    def weights(self, st: LayerState, batch: int) -> dict[str, torch.Tensor]:
-        """meta + delta: the delta carries no graph to the meta weights (the straight-through read)."""
-        out = {}
-        for k in PARAMS:
-            meta = getattr(self, k)
-            delta = st.values.get(f"{self.name}.d.{k}")
-            out[k] = meta.unsqueeze(0).expand(batch, *meta.shape) + (delta if delta is not None else 0)
-        return out
 
     def deltas(self, st: LayerState) -> dict[str, torch.Tensor] | None:
         if f"{self.name}.d.W1" not in st.values:
             return None
         return {k: st.values[f"{self.name}.d.{k}"] for k in PARAMS}
 
+    def weights(self, st: LayerState) -> dict[str, torch.Tensor] | None:
+        """``meta + delta`` per context (the delta carries no graph to the meta weights: straight-through)."""
+        w = st.derived.get(self.name)
+        if w is None:
+            delta = self.deltas(st)
+            if delta is None:
+                return None
+            w = st.derived[self.name] = {k: getattr(self, k) + delta[k] for k in PARAMS}
+        return w
+
     def read(self, n: torch.Tensor, st: LayerState) -> torch.Tensor:
-        meta = {k: getattr(self, k) for k in PARAMS}
-        y, z, h = fast_mlp_read_split(n, meta, self.deltas(st))
+        w = self.weights(st)
+        if w is None:  # no write yet: the shared meta weights
+            y, z, h = fast_mlp_read_split(n, {k: getattr(self, k) for k in PARAMS}, None)
+        else:
+            y, z, h = fast_mlp_read(n, w)
         st.add_feature(f"{self.name}.n", n)
         st.add_feature(f"{self.name}.z", z)
         st.add_feature(f"{self.name}.h", h)
@@ -237,25 +272,35 @@ class FastMLP(nn.Module):
 
     def write(self, st: LayerState, e: torch.Tensor, position: int, telemetry: dict[str, torch.Tensor],
               flush: bool = False) -> None:
-        """Add the pending tokens' gradient steps for error ``e``; write at a period boundary (or when flushing)."""
-        n, z, h = (st.take_features(f"{self.name}.{k}") for k in "nzh")
+        """Queue the pending tokens with their error ``e``; write at a period boundary (or when flushing)."""
+        name = self.name
+        parts = [st.features.pop(f"{name}.{k}", None) for k in "nzh"]
+        if parts[0]:
+            for k, part in zip("nzh", parts, strict=True):
+                st.features.setdefault(f"{name}.q{k}", []).extend(part)
+            st.add_feature(f"{name}.qe", e, keep_graph=True)
+        if not (position % self.period == 0 or flush):
+            return
+        n, z, h, e = (st.take_features(f"{name}.q{k}") for k in "nzhe")
         if n is None:
             return
-        delta = self.deltas(st)
-        w2 = self.W2.detach().unsqueeze(0) + (delta["W2"].detach() if delta is not None else 0)
-        grads = fast_mlp_grads(n, z, h, w2.expand(n.shape[0], -1, -1), e.to(n.dtype))
+        w = self.weights(st)
+        w2 = (w["W2"] if w is not None else self.W2).detach()
+        w2 = w2.expand(n.shape[0], -1, -1) if w2.dim() == 2 else w2
+        grads = fast_mlp_grads(n, z, h, w2, e.to(n.dtype))
+        written = e.detach().flatten(1).abs().amax(1) > 0
+        telemetry["updates_applied"] += written.sum()
+        telemetry["updates_blocked"] += (~written).sum()
+        if self.beta or self.precond:
+            prev = {k: st.values[f"{name}.m.{k}"] for k in PARAMS} if f"{name}.m.W1" in st.values else None
+            grads, momentum = inner_update(grads, n.sum(1), prev, self.beta, self.precond)
+            if momentum is not None:
+                st.values.update({f"{name}.m.{k}": v for k, v in momentum.items()})
         for k in PARAMS:
-            key = f"{self.name}.p.{k}"
-            st.values[key] = st.values[key] + grads[k] if key in st.values else grads[k]
-        if position % self.period == 0 or flush:
-            pending = {k: st.values.pop(f"{self.name}.p.{k}") for k in PARAMS}
-            written = pending["W2"].detach().flatten(1).abs().sum(1) > 0
-            telemetry["updates_applied"] += written.sum()
-            telemetry["updates_blocked"] += (~written).sum()
-            for k in PARAMS:
-                key = f"{self.name}.d.{k}"
-                step = -self.lr * pending[k]
-                st.values[key] = st.values[key] + step if key in st.values else step
+            key = f"{name}.d.{k}"
+            step = -self.lr * grads[k]
+            st.values[key] = st.values[key] + step if key in st.values else step
+        st.derived.pop(name, None)
 
 
 class Attention(nn.Module):
@@ -323,7 +368,8 @@ class TitanMemory(nn.Module):
         super().__init__()
         d = config.hidden_size
         period = config.titan_period or (min(config.cms_periods) if config.uses_cms() else 16)
-        self.mem = FastMLP(name, d, config.titan_hidden_multiplier * d, period, config.titan_lr)
+        self.mem = FastMLP(name, d, config.titan_hidden_multiplier * d, period, config.titan_lr,
+                           config.inner_momentum, config.inner_precond)
         self.norm = nn.LayerNorm(d, eps=config.norm_eps)
         self.mode = config.selfmod
         self.selfmod = SelfModifier(d, config.selfmod_hidden_multiplier) if self.mode != "none" else None
@@ -356,7 +402,8 @@ class CMS(nn.Module):
         d = config.hidden_size
         scales = config.cms_level_scales or [1.0] * len(config.cms_periods)
         self.levels = nn.ModuleList(
-            FastMLP(f"cms{i}", d, config.cms_hidden_multiplier * d, p, config.cms_lr)
+            FastMLP(f"cms{i}", d, config.cms_hidden_multiplier * d, p, config.cms_lr, config.inner_momentum,
+                    config.inner_precond)
             for i, p in enumerate(config.cms_periods))
         self.norms = nn.ModuleList(nn.LayerNorm(d, eps=config.norm_eps) for _ in config.cms_periods)
         self.scales = scales
@@ -408,6 +455,33 @@ class HopeBlock(nn.Module):
             self.titan.write(st, delta, writes, position, telemetry, flush)
         if self.cms is not None:
             self.cms.write(st, delta, position, telemetry, flush)
+
+
+class _ReusedHead(torch.autograd.Function):
+    """``hidden @ weight^T`` whose forward value was already computed (the per-chunk teach logits)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, logits):
+        ctx.save_for_backward(hidden, weight)
+        return logits
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight = ctx.saved_tensors
+        grad_hidden = grad_weight = None  # in the logits' dtype (autocast), returned in the inputs' dtypes
+        if ctx.needs_input_grad[0]:
+            grad_hidden = (grad @ weight.to(grad.dtype)).to(hidden.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad.flatten(0, -2).transpose(0, 1) @ hidden.flatten(0, -2).to(grad.dtype)).to(weight.dtype)
+        return grad_hidden, grad_weight, None
+
+
+def _head_logits(hidden: torch.Tensor, weight: torch.Tensor, pieces: list[torch.Tensor],
+                 keep: int) -> torch.Tensor:
+    logits = torch.cat(pieces, 1) if len(pieces) > 1 else pieces[0]
+    if keep:
+        logits = logits[:, -keep:]
+    return _ReusedHead.apply(hidden, weight, logits)
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -491,10 +565,10 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         Tied head: logits = h E^T, so dCE/dh = (softmax(logits) - onehot(target)) E. Targets -100 give 0.
         """
         valid = targets != -100
-        p = torch.softmax(logits.float(), -1)
-        p = p - F.one_hot(targets.clamp(min=0), p.shape[-1]).to(p.dtype)
-        delta = (p @ self.lm_head.weight.detach().float()) * valid[..., None]
-        return delta, valid
+        emb = self.lm_head.weight.detach().float()
+        # (p - onehot) E as p E - E[target]: no vocabulary-sized one-hot
+        delta = torch.softmax(logits.float(), -1) @ emb - F.embedding(targets.clamp(min=0), emb)
+        return delta * valid[..., None], valid
 
     def _scaled_teach(self, delta: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gate on the per-token (summed-loss) signal norm, then scale by teach_scale and clip per token.
@@ -507,10 +581,12 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         tel["gate_tokens"] += valid.sum()
         tel["gate_hit"] += (valid & ~gate).sum()
         writes = gate & valid & (self.teach_scale != 0)
-        delta = delta * writes[..., None] * self.teach_scale
+        return self._clip(delta * writes[..., None] * self.teach_scale), writes
+
+    def _clip(self, delta: torch.Tensor) -> torch.Tensor:
         if self.config.teach_clip and self.config.teach_clip > 0:
             delta = delta * (self.config.teach_clip / delta.norm(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0)
-        return delta, writes
+        return delta
 
     def _tel(self) -> dict[str, torch.Tensor]:
         for k in TELEMETRY:
@@ -537,9 +613,31 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         own = torch.cat(teach.pop("labels"), 1)
         targets = torch.cat([own[:, 1:], next_target[:, None]], 1)
         delta, writes = self._scaled_teach(*self.teach_signal(logits, targets))
+        deltas = [delta] * len(states)
+        if self.config.per_layer_teach_signal:
+            raw = self.layer_teach_signals(teach.pop("layer_outs"), targets)
+            deltas = [self._clip(d * writes[..., None] * self.teach_scale) for d in raw]
         tel = self._tel()
-        for layer, st in zip(self.model.layers, states, strict=True):
-            layer.write(st, delta, writes, position, tel, flush=final)
+        for layer, st, d in zip(self.model.layers, states, deltas, strict=True):
+            layer.write(st, d, writes, position, tel, flush=final)
+
+    def layer_teach_signals(self, layer_outs: list[list[torch.Tensor]], targets: torch.Tensor) -> list[torch.Tensor]:
+        """Per-layer ``delta_l = dCE/dh_l`` at each block output ``h_l`` of the pending tokens (summed CE of their
+        next tokens, through the later blocks of their model chunk, the final norm and the tied head; -100 targets
+        give 0).
+
+        ``layer_outs[c][l]`` is block l's output for pending model chunk c, with its graph.
+        """
+        flat = [h for chunk in layer_outs for h in chunk]
+        with torch.enable_grad():
+            last = [chunk[-1] for chunk in layer_outs]
+            hidden = self.model.norm(torch.cat(last, 1) if len(last) > 1 else last[0])
+            logits = F.linear(hidden, self.lm_head.weight.detach()).float()
+            ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
+            grads = torch.autograd.grad(ce, flat, retain_graph=True, allow_unused=True)
+        grads = [torch.zeros_like(h) if g is None else g.detach() for h, g in zip(flat, grads, strict=True)]
+        per_chunk = [grads[i : i + len(layer_outs[0])] for i in range(0, len(grads), len(layer_outs[0]))]
+        return [torch.cat(parts, 1).float() for parts in zip(*per_chunk, strict=True)]
 
     # ------------------------------------------------------------------ state in the cache
     def _load(self, cache: Cache, fresh: bool, batch: int) -> tuple[list[LayerState], dict]:
@@ -599,27 +697,40 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         states, teach = self._load(work, fresh=position == 0, batch=b)
         targets = labels if labels is not None else input_ids
         key_mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # compiled, a given mask is always applied: whether it pads is not read off the tensor (no graph break)
+        if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
             key_mask = attention_mask
             tail = attention_mask[:, -t:]
             targets = targets.masked_fill(tail == 0, -100)
         chunk = self.config.online_chunk if self.has_fast_state else max(t, 1)
+        per_layer = self.has_fast_state and self.config.per_layer_teach_signal
+        if per_layer and use_cache:
+            raise ValueError("per_layer_teach_signal needs the whole sequence in one call (a chunk's delta_l "
+                             "backpropagates through its later blocks, which a cache does not keep); use_cache=False")
         # embedding and head run once over the whole call: per-chunk calls would each make a dense
         # vocabulary-sized weight gradient; the teach signal reads detached per-chunk logits
         embeds = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        outs = []
-        for start, end in chunk_bounds(position, t, chunk):
+        outs, chunk_logits = [], []
+        bounds = chunk_bounds(position, t, chunk)
+        # split, not slices: the backward of one split is one concatenation, of each slice a full-size zero fill
+        pieces = embeds.split([end - start for start, end in bounds], 1)
+        for (start, end), x in zip(bounds, pieces, strict=True):
             pos = position + start
             if self.has_fast_state and pos % chunk == 0 and teach.get("logits"):
                 self._flush(states, teach, targets[:, start], pos)
-            x = embeds[:, start:end]
-            for layer, st in zip(self.model.layers, states, strict=True):
-                x = layer(x, st, work, pos, key_mask)
+            layer_outs = []
+            with torch.enable_grad() if per_layer else contextlib.nullcontext():
+                for layer, st in zip(self.model.layers, states, strict=True):
+                    x = layer(x, st, work, pos, key_mask)
+                    layer_outs.append(x)
+            if per_layer:  # kept, with the chunk's graph, until its teach signal is known
+                teach.setdefault("layer_outs", []).append(layer_outs)
             x = self.model.norm(x)
             outs.append(x)
             if self.has_fast_state:
                 with torch.no_grad():
-                    teach.setdefault("logits", []).append(self.lm_head(x.detach()))
+                    chunk_logits.append(self.lm_head(x.detach()))
+                teach.setdefault("logits", []).append(chunk_logits[-1])
                 teach.setdefault("labels", []).append(targets[:, start:end])
         if use_cache:
             self._save(work, states, teach, t)
@@ -627,7 +738,11 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         hidden = torch.cat(outs, 1)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden)
+        if self.has_fast_state and torch.is_grad_enabled():
+            # the chunks' teach logits are these logits: reuse them, with the head's gradient attached
+            logits = _head_logits(hidden, self.lm_head.weight, chunk_logits, logits_to_keep)
+        else:
+            logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)

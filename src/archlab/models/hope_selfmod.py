@@ -12,6 +12,11 @@ switches the ``W2 (alpha I - eta k k^T)`` preconditioner, ``selfmod_momentum`` k
 writes. A write is stop-gradient w.r.t. the memory's own weights but keeps its graph through the data-dependent
 ``k, v, eta, alpha``, which are learned through their effect on later reads (as Titans' keys, values and
 rates); reads use ``meta + delta`` (straight-through).
+
+The five projection memories share their inputs and their period, so they are one stacked fast memory (weights
+``[B, 5, D, D]``): one batched read and one batched DGD write per chunk instead of five (the module keeps one
+``ResidualMemory`` per projection for the meta parameters). ``ResidualMemory.apply`` and :func:`dgd_write` are
+the per-memory definition; the model-level test holds the stacked path equal to it token by token.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from torch import nn
 from archlab.ops.dgd import dgd_chunked
 
 MEMORIES = ("k", "v", "q", "eta", "alpha", "memory")
+GROUP = MEMORIES[:-1]  # same inputs (the conv output), same period: stacked
 
 
 class ResidualMemory(nn.Module):
@@ -36,47 +42,24 @@ class ResidualMemory(nn.Module):
         nn.init.normal_(self.W1, mean=0.0, std=std)
         nn.init.normal_(self.W2, mean=0.0, std=std)
 
-    def weights(self, st, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        out = []
-        for key in ("W1", "W2"):
-            meta = getattr(self, key)
-            delta = st.values.get(f"sm.{self.name}.d.{key}")
-            out.append(meta.unsqueeze(0).expand(batch, *meta.shape) + (delta if delta is not None else 0))
-        return out[0], out[1]
-
     @staticmethod
     def apply(x: torch.Tensor, W1: torch.Tensor, W2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = torch.bmm(x, W2.transpose(1, 2))
         return x + torch.bmm(F.gelu(z), W1.transpose(1, 2)), z
 
-    def forward(self, x: torch.Tensor, st) -> torch.Tensor:
-        return self.apply(x, *self.weights(st, x.shape[0]))[0]
 
-    def write(self, st, k, v, eta, alpha, precond: bool, momentum: float) -> None:
-        """DGD over the buffered chunk (k, v, eta, alpha carry their graph within a call)."""
-        W1, W2 = self.weights(st, k.shape[0])
-        W1d, W2d = W1.detach(), W2.detach()
-        target = self.apply(v, W1d, W2d)[0]
-        pred, z = self.apply(k, W1d, W2d)
-        e = pred - target
-        u = torch.bmm(e, W1d) * _gelu_grad(z)
-        s = F.gelu(z)
-        # the write is stop-gradient w.r.t. the memory's own weights (detached) but keeps its graph w.r.t. the
-        # data-dependent k, v, eta and alpha: the projection memories learn through what they write
-        new1, new2 = dgd_chunked(W1d, W2d, k, u, e, s, eta, alpha, precond)
-        for key, old, new in (("W1", W1d, new1), ("W2", W2d, new2)):
-            step = new - old
-            if momentum:
-                mkey = f"sm.{self.name}.m.{key}"
-                step = momentum * st.values.get(mkey, torch.zeros_like(step)) + step
-                st.values[mkey] = step
-            dkey = f"sm.{self.name}.d.{key}"
-            st.values[dkey] = st.values[dkey] + step if dkey in st.values else step
+def dgd_write(W1: torch.Tensor, W2: torch.Tensor, k, v, eta, alpha, precond: bool):
+    """New weights after one chunk's DGD write toward the memory's own target ``M(v)``, gradients at ``W1, W2``.
 
-
-def _gelu_grad(z: torch.Tensor) -> torch.Tensor:
-    from archlab.ops.cms import gelu_grad
-    return gelu_grad(z)
+    The write is stop-gradient w.r.t. the memory's own weights (detached) but keeps its graph w.r.t. the
+    data-dependent k, v, eta and alpha: the projection memories learn through what they write.
+    """
+    W1d, W2d = W1.detach(), W2.detach()
+    target = ResidualMemory.apply(v, W1d, W2d)[0]
+    pred, z = ResidualMemory.apply(k, W1d, W2d)
+    e = pred - target
+    u = torch.ops.aten.gelu_backward(torch.bmm(e, W1d), z)  # (W1^T e) * gelu'(z), fused
+    return dgd_chunked(W1d, W2d, k, u, e, F.gelu(z), eta, alpha, precond)
 
 
 class SelfModTitans(nn.Module):
@@ -96,9 +79,29 @@ class SelfModTitans(nn.Module):
         self.use_alpha = config.selfmod_use_alpha
         self.precond = config.selfmod_rank1_precond
         self.momentum = config.selfmod_momentum
+        self.periods = {"g": config.selfmod_chunk_size, "memory": config.selfmod_chunk_size_memory}
 
     def reset_fast_parameters(self, std: float) -> None:
         nn.init.constant_(self.alpha_readout.bias, 5.0)  # alpha ~ 0.993 at init: memories start by keeping
+
+    def _meta(self, name: str, key: str) -> torch.Tensor:
+        if name == "g":
+            return torch.stack([getattr(self.memories[m], key) for m in GROUP])  # [G, D, D]
+        return getattr(self.memories[name], key)
+
+    def weights(self, st, name: str, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """meta + delta per context, flattened to ``[B * G, D, D]`` for the group; rebuilt after each write."""
+        cached = st.derived.get("sm." + name)
+        if cached is None:
+            out = []
+            for key in ("W1", "W2"):
+                meta = self._meta(name, key)
+                delta = st.values.get(f"sm.{name}.d.{key}")
+                w = meta.unsqueeze(0).expand(batch, *meta.shape)
+                w = w + delta if delta is not None else w
+                out.append(w.reshape(-1, *meta.shape[-2:]))
+            cached = st.derived["sm." + name] = (out[0], out[1])
+        return cached
 
     def forward(self, x: torch.Tensor, st, position: int) -> torch.Tensor:
         b, t, d = x.shape
@@ -107,14 +110,13 @@ class SelfModTitans(nn.Module):
         padded = torch.cat([prev, x], 1)
         st.values["sm.conv"] = padded[:, -(self.conv_size - 1):]
         c = self.conv(padded.transpose(1, 2)).transpose(1, 2)
-        mem = self.memories
-        k = F.normalize(mem["k"](c, st), dim=-1)
-        v = mem["v"](c, st)
-        q = F.normalize(mem["q"](c, st), dim=-1)
-        eta = F.softplus(self.eta_readout(mem["eta"](c, st))).squeeze(-1) * self.eta_scale
-        alpha = (torch.sigmoid(self.alpha_readout(mem["alpha"](c, st))).squeeze(-1) if self.use_alpha
-                 else torch.ones_like(eta))
-        o = mem["memory"](q, st)
+        g = len(GROUP)
+        cg = c.unsqueeze(1).expand(b, g, t, d).reshape(b * g, t, d)
+        y = ResidualMemory.apply(cg, *self.weights(st, "g", b))[0].view(b, g, t, d).unbind(1)
+        k, v, q = F.normalize(y[0], dim=-1), y[1], F.normalize(y[2], dim=-1)
+        eta = F.softplus(self.eta_readout(y[3])).squeeze(-1) * self.eta_scale
+        alpha = torch.sigmoid(self.alpha_readout(y[4])).squeeze(-1) if self.use_alpha else torch.ones_like(eta)
+        o = ResidualMemory.apply(q, *self.weights(st, "memory", b))[0]
         # k, v, eta, alpha keep their graph until the write (within a call): they are learned through the writes
         for key, value in (("k", k), ("v", v), ("eta", eta), ("alpha", alpha)):
             st.features.setdefault(f"sm.new.{key}", []).append(value)
@@ -125,10 +127,30 @@ class SelfModTitans(nn.Module):
         new = {key: st.features.pop(f"sm.new.{key}", None) for key in ("k", "v", "eta", "alpha")}
         if new["k"] is None:
             return
-        for name, memory in self.memories.items():
+        for name, period in self.periods.items():
             for key, parts in new.items():
                 st.features.setdefault(f"sm.{name}.{key}", []).extend(parts)
-            if position % memory.period == 0 or flush:
-                buf = {key: torch.cat(st.features.pop(f"sm.{name}.{key}"), 1) for key in new}
-                memory.write(st, buf["k"], buf["v"], buf["eta"], buf["alpha"], self.precond, self.momentum)
-                telemetry["updates_applied"] += buf["k"].shape[0]
+            if position % period == 0 or flush:
+                buf = {key: st.take_features(f"sm.{name}.{key}") for key in new}
+                self._write(st, name, buf)
+                telemetry["updates_applied"] += buf["k"].shape[0] * (len(GROUP) if name == "g" else 1)
+
+    def _write(self, st, name: str, buf: dict[str, torch.Tensor]) -> None:
+        b = buf["k"].shape[0]
+        groups = len(GROUP) if name == "g" else 1
+
+        def tile(x):  # [B, C, ...] -> [B * G, C, ...]: every memory of the group writes the same tokens
+            return x.unsqueeze(1).expand(b, groups, *x.shape[1:]).reshape(b * groups, *x.shape[1:])
+
+        W1, W2 = self.weights(st, name, b)
+        new1, new2 = dgd_write(W1, W2, *(tile(buf[key]) for key in ("k", "v", "eta", "alpha")), self.precond)
+        for key, old, new in (("W1", W1.detach(), new1), ("W2", W2.detach(), new2)):
+            step = (new - old).view(b, groups, *old.shape[1:]) if name == "g" else new - old
+            if self.momentum:
+                mkey = f"sm.{name}.m.{key}"
+                prev = st.values.get(mkey)
+                step = self.momentum * prev + step if prev is not None else step
+                st.values[mkey] = step
+            dkey = f"sm.{name}.d.{key}"
+            st.values[dkey] = st.values[dkey] + step if dkey in st.values else step
+        st.derived.pop("sm." + name, None)

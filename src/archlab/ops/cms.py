@@ -14,6 +14,9 @@ Two forms, held equal by ``tests/ops/test_cms.py`` (outputs, final state, gradie
 - :func:`fast_mlp_chunked`: one batched read and one batched gradient sum per chunk (matmuls over the chunk's
   tokens, no per-token loop).
 
+Both take ``beta`` / ``precond``: the write's inner optimiser (deep momentum, rank-1 preconditioner;
+:mod:`archlab.ops.inner_optim`); the defaults are the plain step above.
+
 Gradients: writes are stop-gradient except through ``e`` (a learned self-modifier can shape the error it
 writes; pass a detached ``e`` for a pure teach-signal write). The weights read at token t are
 ``W0 + D_t`` with ``D_t`` the accumulated writes, so ``W0`` (the meta-initialisation, expanded over the batch)
@@ -27,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from archlab.ops.inner_optim import inner_update, inner_update_reference
 
 __all__ = ["FastState", "fast_mlp_chunked", "fast_mlp_grads", "fast_mlp_read", "fast_mlp_read_split",
            "fast_mlp_reference", "gelu_grad"]
@@ -72,7 +77,7 @@ def fast_mlp_grads(n: torch.Tensor, z: torch.Tensor, h: torch.Tensor, W2: torch.
     Only ``e`` keeps its graph: the features and ``W2`` are detached (a write is a stop-gradient step).
     """
     n, z, h, W2 = n.detach(), z.detach(), h.detach(), W2.detach()
-    gz = torch.bmm(e, W2) * gelu_grad(z)                      # [B, T, H]
+    gz = torch.ops.aten.gelu_backward(torch.bmm(e, W2), z)     # [B, T, H]; one fused kernel for e W2 * gelu'(z)
     return {"W1": torch.bmm(gz.transpose(1, 2), n), "b1": gz.sum(1),
             "W2": torch.bmm(e.transpose(1, 2), h), "b2": e.sum(1)}
 
@@ -84,6 +89,8 @@ class FastState:
     delta: dict[str, torch.Tensor]
     pending: dict[str, torch.Tensor]
     position: int = 0
+    n_sum: torch.Tensor | None = None  # the open chunk's input sum (the rank-1 preconditioner's direction)
+    momentum: dict[str, torch.Tensor] | None = None  # the inner optimiser's (archlab.ops.inner_optim)
 
     @classmethod
     def zeros_like(cls, w0: dict[str, torch.Tensor], position: int = 0) -> FastState:
@@ -96,7 +103,8 @@ def _weights(w0: dict[str, torch.Tensor], delta: dict[str, torch.Tensor]) -> dic
 
 
 def fast_mlp_reference(n: torch.Tensor, e: torch.Tensor, w0: dict[str, torch.Tensor], period: int, lr: float,
-                       state: FastState | None = None) -> tuple[torch.Tensor, FastState]:
+                       state: FastState | None = None, beta: float = 0.0,
+                       precond: bool = False) -> tuple[torch.Tensor, FastState]:
     """Token-by-token definition: read with the current weights, add the token's gradient, write at chunk ends.
 
     ``e[:, t]`` must only depend on tokens the caller may let position ``t + 1`` see (the model passes the
@@ -104,6 +112,8 @@ def fast_mlp_reference(n: torch.Tensor, e: torch.Tensor, w0: dict[str, torch.Ten
     """
     state = state or FastState.zeros_like(w0)
     delta, pending, pos = dict(state.delta), dict(state.pending), state.position
+    n_sum = state.n_sum if state.n_sum is not None else n.new_zeros(n.shape[0], n.shape[2])
+    momentum = state.momentum
     outs = []
     for t in range(n.shape[1]):
         w = _weights(w0, delta)
@@ -111,11 +121,14 @@ def fast_mlp_reference(n: torch.Tensor, e: torch.Tensor, w0: dict[str, torch.Ten
         outs.append(y)
         g = fast_mlp_grads(n[:, t : t + 1], z, h, w["W2"], e[:, t : t + 1])
         pending = {k: pending[k] + g[k] for k in PARAMS}
+        n_sum = n_sum + n[:, t].detach()
         pos += 1
         if pos % period == 0:
-            delta = {k: delta[k] - lr * pending[k] for k in PARAMS}
+            step, momentum = inner_update_reference(pending, n_sum, momentum, beta, precond)
+            delta = {k: delta[k] - lr * step[k] for k in PARAMS}
             pending = {k: torch.zeros_like(v) for k, v in pending.items()}
-    return torch.cat(outs, 1), FastState(delta, pending, pos)
+            n_sum = torch.zeros_like(n_sum)
+    return torch.cat(outs, 1), FastState(delta, pending, pos, n_sum, momentum)
 
 
 def chunk_bounds(position: int, length: int, period: int) -> list[tuple[int, int]]:
@@ -129,10 +142,13 @@ def chunk_bounds(position: int, length: int, period: int) -> list[tuple[int, int
 
 
 def fast_mlp_chunked(n: torch.Tensor, e: torch.Tensor, w0: dict[str, torch.Tensor], period: int, lr: float,
-                     state: FastState | None = None) -> tuple[torch.Tensor, FastState]:
+                     state: FastState | None = None, beta: float = 0.0,
+                     precond: bool = False) -> tuple[torch.Tensor, FastState]:
     """Same as :func:`fast_mlp_reference`, one batched read and gradient sum per chunk."""
     state = state or FastState.zeros_like(w0)
     delta, pending, pos = dict(state.delta), dict(state.pending), state.position
+    n_sum = state.n_sum if state.n_sum is not None else n.new_zeros(n.shape[0], n.shape[2])
+    momentum = state.momentum
     outs = []
     for start, end in chunk_bounds(pos, n.shape[1], period):
         w = _weights(w0, delta)
@@ -140,8 +156,11 @@ def fast_mlp_chunked(n: torch.Tensor, e: torch.Tensor, w0: dict[str, torch.Tenso
         outs.append(y)
         g = fast_mlp_grads(n[:, start:end], z, h, w["W2"], e[:, start:end])
         pending = {k: pending[k] + g[k] for k in PARAMS}
+        n_sum = n_sum + n[:, start:end].detach().sum(1)
         pos += end - start
         if pos % period == 0:
-            delta = {k: delta[k] - lr * pending[k] for k in PARAMS}
+            step, momentum = inner_update(pending, n_sum, momentum, beta, precond)
+            delta = {k: delta[k] - lr * step[k] for k in PARAMS}
             pending = {k: torch.zeros_like(v) for k, v in pending.items()}
-    return torch.cat(outs, 1), FastState(delta, pending, pos)
+            n_sum = torch.zeros_like(n_sum)
+    return torch.cat(outs, 1), FastState(delta, pending, pos, n_sum, momentum)
