@@ -163,8 +163,8 @@ def main() -> None:
     hf_default = tps[rows[2].name]
     for row in rows:
         fpt = training_flops_per_token(row.model, SEQ)
-        peak = matmul_peak_flops(device, PRECISION_DTYPES[row.precision])
         achieved = tps[row.name] * fpt
+        peak = matmul_peak_flops(device, PRECISION_DTYPES[row.precision], at_least=achieved)
         table.add_row(row.name, row.precision, str(row.compiled), f"{statistics.median(samples[row.name]):.3f}",
                       f"{tps[row.name]:,.0f}", f"{fpt / 1e6:.1f}M", f"{achieved / 1e9:.1f}",
                       f"{100 * achieved / peak:.1f}%", f"{tps[row.name] / hf_default:.2f}x")

@@ -70,7 +70,7 @@ def test_cpu_bf16_is_read_from_the_cpu_flags(monkeypatch):
 
 
 def test_compile_rule(monkeypatch):
-    monkeypatch.setattr(acceleration, "expected_compile_seconds", lambda device_type: 30.0)
+    monkeypatch.setattr(acceleration, "expected_compile_seconds", lambda device_type, eager: 30.0)
     assert CompileDecision("auto", MIN_STEPS - 1, "cpu").decided is False  # tiny runs never compile
     assert CompileDecision(True, 5, "cpu").decided is True
     assert CompileDecision(False, 10_000, "cpu").decided is False
@@ -82,6 +82,30 @@ def test_compile_rule(monkeypatch):
     fast = CompileDecision("auto", 1000, "cpu")
     assert [fast.observe(0.05, i + 1) for i in range(PROBE_STEPS)][-1] is False
     assert "expected compile time" in fast.reason
+
+
+def test_compile_cost_is_remembered_in_eager_steps_so_a_busy_machine_does_not_mislead_a_quiet_one(tmp_path,
+                                                                                                  monkeypatch):
+    monkeypatch.setattr(acceleration, "cache_dir", lambda: tmp_path)
+    assert acceleration.expected_compile_seconds("cpu", 0.5) == acceleration.DEFAULT_COMPILE_SECONDS["cpu"]
+    (tmp_path / acceleration.COMPILE_FILE).write_text('{"cpu": 798.67}')  # the old format, measured under load
+    assert acceleration.expected_compile_seconds("cpu", 0.5) == acceleration.DEFAULT_COMPILE_SECONDS["cpu"]
+    acceleration.remember_compile_seconds("cpu", 400.0, 4.0)  # a loaded machine: compile and steps both slow
+    assert acceleration.expected_compile_seconds("cpu", 0.4) == pytest.approx(40.0)  # quiet: 100 steps of 0.4 s
+    quiet = CompileDecision("auto", 10_000, "cpu")  # what the benchmark's default row saw: 0.408 s steps
+    assert [quiet.observe(0.408, i + 1) for i in range(PROBE_STEPS)][-1] is True
+
+
+def test_a_matmul_peak_cached_on_a_busy_machine_is_measured_again_once_beaten(tmp_path, monkeypatch):
+    from archlab import hardware
+
+    monkeypatch.setattr(hardware, "cache_dir", lambda: tmp_path)
+    measured = iter([17e9, 170e9])
+    monkeypatch.setattr(hardware, "_measure_peak", lambda device, dtype, seconds: next(measured))
+    assert hardware.matmul_peak_flops("cpu") == 17e9  # first measurement, under load
+    assert hardware.matmul_peak_flops("cpu", at_least=10e9) == 17e9  # plausible: cached
+    assert hardware.matmul_peak_flops("cpu", at_least=160e9) == 170e9  # MFU would exceed 100%: measured again
+    assert hardware.matmul_peak_flops("cpu") == 170e9  # the best is kept
 
 
 # ------------------------------------------------------------------------------------------ FLOPs

@@ -79,8 +79,8 @@ def speed(ctx: EvalContext, params: SpeedParams) -> EvalResult:
     from archlab.models.flops import training_flops_per_token
 
     flops_per_token = training_flops_per_token(model, params.seq_len, device=device)
-    peak = matmul_peak_flops(device, torch.float32)
     achieved = flops_per_token * tokens / train_s
+    peak = matmul_peak_flops(device, torch.float32, at_least=achieved)
     return EvalResult(
         metrics={
             "train_tokens_per_second": tokens / train_s,

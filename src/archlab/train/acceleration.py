@@ -19,10 +19,11 @@ archlab's decoder on CPU) repays the expected compile time ``C``::
 
     R * t * (1 - 1 / ASSUMED_SPEEDUP) > C
 
-``C`` is the compile time measured by the last compiled run on this machine and device type (cached under
-the archlab cache, ``hardware/compile_seconds.json``), or ``DEFAULT_COMPILE_SECONDS`` before the first one.
-Each compiled run records its measured compile time (first compiled step minus an eager step) in
-``metrics.jsonl`` and refreshes that cache.
+``C`` is the compile time of the last compiled run on this machine and device type, kept in units of that
+run's eager step (``hardware/compile_seconds.json`` under the archlab cache) and scaled by this run's ``t``,
+so that a compile measured on a loaded machine does not mislead a run on a quiet one;
+``DEFAULT_COMPILE_SECONDS`` before the first compiled run. Each compiled run records its measured compile
+time (first compiled step minus an eager step) in ``metrics.jsonl`` and refreshes that cache.
 """
 
 from __future__ import annotations
@@ -64,24 +65,30 @@ def accelerate_precision(precision: str) -> str:
     return {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[precision]
 
 
-def expected_compile_seconds(device_type: str) -> float:
+def expected_compile_seconds(device_type: str, eager_step_seconds: float) -> float:
+    """The compile time to expect now: the last compiled run's compile time in units of its own eager step,
+    times this run's eager step. Both inflate alike on a loaded machine, so a compile measured under load
+    no longer tells every later run on a quiet machine that compiling never pays (it did: 799 s, cached)."""
     try:
         table = json.loads((cache_dir() / COMPILE_FILE).read_text())
-        value = float(table[device_type])
-        if value > 0:
-            return value
+        steps = float(table[device_type]["compile_in_eager_steps"])
+        if steps > 0 and eager_step_seconds > 0:
+            return steps * eager_step_seconds
     except (OSError, ValueError, KeyError, TypeError):
-        pass
+        pass  # nothing measured yet (or the older seconds-only format, which had this flaw)
     return DEFAULT_COMPILE_SECONDS.get(device_type, 60.0)
 
 
-def remember_compile_seconds(device_type: str, seconds: float) -> None:
+def remember_compile_seconds(device_type: str, seconds: float, eager_step_seconds: float) -> None:
+    if not (seconds > 0 and eager_step_seconds > 0):
+        return
     path = cache_dir() / COMPILE_FILE
     try:
         table = json.loads(path.read_text())
     except (OSError, ValueError):
         table = {}
-    table[device_type] = round(max(seconds, 0.0), 2)
+    table[device_type] = {"compile_in_eager_steps": round(seconds / eager_step_seconds, 1),
+                          "compile_seconds": round(seconds, 2), "eager_step_seconds": round(eager_step_seconds, 4)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(table, indent=1))
@@ -118,7 +125,7 @@ class CompileDecision:
         eager = statistics.median(self.step_seconds[1:])  # the first step pays one-time warm-up
         remaining = max(self.total_steps - steps_done, 0)
         saving = remaining * eager * (1 - 1 / ASSUMED_SPEEDUP)
-        cost = expected_compile_seconds(self.device_type)
+        cost = expected_compile_seconds(self.device_type, eager)
         self.decided = saving > cost
         self.reason = (f"auto: {remaining} steps x {eager:.3f} s eager x (1 - 1/{ASSUMED_SPEEDUP}) = {saving:.0f} s "
                        f"saved {'>' if self.decided else '<='} {cost:.0f} s expected compile time")

@@ -444,6 +444,9 @@ class Trainer:
         if not self.flops_per_token:
             return {}
         achieved = self.flops_per_token * tokens_per_second
+        if self.peak_flops and achieved > self.peak_flops:  # a peak cached on a busy machine: measure again
+            self.peak_flops = matmul_peak_flops(self.accelerator.device, PRECISION_DTYPES[self.precision],
+                                                at_least=achieved)
         out = {"flops_per_second": achieved}
         if self.peak_flops:
             out["mfu"] = achieved / self.peak_flops
@@ -480,7 +483,7 @@ class Trainer:
         self._compile_logged = True
         self.metrics.append({"step": self.state.step, "event": "torch_compile", "compile_seconds": round(seconds, 2),
                              "mode": self.cfg.torch_compile_mode or "default"})
-        remember_compile_seconds(self.accelerator.device.type, seconds)
+        remember_compile_seconds(self.accelerator.device.type, seconds, typical)
 
     def _write_summary(self) -> None:
         summary: dict[str, Any] = {"precision": self.precision, "torch_compile": self.compiled,
