@@ -132,6 +132,11 @@ def test_ray_submits_a_dependent_only_after_its_dependency(tmp_path, corpus_dir)
     pytest.importorskip("ray")
     from archlab.plan.executor import run_ray
 
+    import ray
+
     entropy, latent = expand(PlanConfig.parse(_plan(corpus_dir)))
-    outcomes = run_ray([latent, entropy], RunStore(tmp_path / "runs", "needs"), num_cpus=1)
+    try:
+        outcomes = run_ray([latent, entropy], RunStore(tmp_path / "runs", "needs"), num_cpus=1)
+    finally:
+        ray.shutdown()  # the executor started a local cluster; other tests start their own
     assert [o.status for o in outcomes] == ["done", "done"], outcomes
