@@ -12,6 +12,25 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def cli(monkeypatch, capsys, *args: str, width: int = 250) -> tuple[int, str]:
+    """Run ``archlab *args`` in this process; returns (exit code, stdout + stderr) at a console ``width``."""
+    import sys
+
+    from rich.console import Console
+
+    import archlab.cli
+
+    monkeypatch.setattr(sys, "argv", ["archlab", *args])
+    monkeypatch.setattr(archlab.cli, "console", Console(width=width))
+    code = 0
+    try:
+        archlab.cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for a child Python that imports this checkout's archlab (src/) and tests, not an install."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), **extra}

@@ -12,25 +12,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from rich.console import Console
 from tests.conftest import TINY_MODEL, subprocess_env
-
-import archlab.cli
-from archlab.cli import main
+from tests.conftest import cli as run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["archlab", *args])
-    monkeypatch.setattr(archlab.cli, "console", Console(width=250))
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    return run_cli(monkeypatch, capsys, *args, width=250)
 
 
 def tiny_plan(tmp_path: Path, corpus_dir: Path, **changes) -> Path:

@@ -44,3 +44,15 @@ def test_save_load_round_trip(name, tmp_path):
 @pytest.mark.parametrize("name", ARCHITECTURES.names())
 def test_gradients_reach_every_parameter(name):
     generic.check_gradients_reach_every_parameter(build(name), VOCAB)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES.names())
+def test_hf_embedding_accessors_find_the_vocabulary_tables(name):
+    """HF's own accessors (no per-model overrides) find the input table and the head, and swap the input one."""
+    model = build(name)
+    table = model.get_input_embeddings()
+    assert isinstance(table, torch.nn.Embedding) and table.num_embeddings == model.config.vocab_size
+    assert model.get_output_embeddings() is model.lm_head
+    replacement = torch.nn.Embedding(table.num_embeddings, table.embedding_dim)
+    model.set_input_embeddings(replacement)
+    assert model.get_input_embeddings() is replacement

@@ -130,9 +130,9 @@ def test_the_pool_starts_a_dependent_only_after_its_dependency(tmp_path, corpus_
 @pytest.mark.slow  # a local Ray cluster
 def test_ray_submits_a_dependent_only_after_its_dependency(tmp_path, corpus_dir):
     pytest.importorskip("ray")
-    from archlab.plan.executor import run_ray
-
     import ray
+
+    from archlab.plan.executor import run_ray
 
     entropy, latent = expand(PlanConfig.parse(_plan(corpus_dir)))
     try:

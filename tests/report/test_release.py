@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import yaml
-from rich.console import Console
+from tests.conftest import cli as run_cli
 
-import archlab.cli
-from archlab.cli import main
 from archlab.errors import ArchlabError
 from archlab.rundir import RunDir
 
@@ -36,15 +32,7 @@ def done_run(tmp_path):
 
 
 def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["archlab", *args])
-    monkeypatch.setattr(archlab.cli, "console", Console(width=200))
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    return run_cli(monkeypatch, capsys, *args, width=200)
 
 
 def test_release_bundles_the_run_with_a_manifest_and_verify_catches_any_change(monkeypatch, capsys, tmp_path, done_run):

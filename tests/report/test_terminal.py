@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
 import yaml
 from rich.console import Console
+from tests.conftest import cli as run_cli
 
-import archlab.cli
-from archlab.cli import main
 from archlab.report.terminal import fit_table
 from archlab.rundir import RunDir
 
@@ -54,15 +52,7 @@ def _run(root, plan: str, run_id: str, config: dict, loss: tuple[float, float, f
 
 
 def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["archlab", *args])
-    monkeypatch.setattr(archlab.cli, "console", Console(width=80))
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    return run_cli(monkeypatch, capsys, *args, width=80)
 
 
 def test_compare_prints_the_config_diff_and_deltas_with_their_verdict(monkeypatch, capsys, tmp_path):

@@ -235,6 +235,8 @@ class ByteLatentPreTrainedModel(PreTrainedModel):
 
 
 class ByteLatentForCausalLM(ByteLatentPreTrainedModel, GenerationMixin):
+    _input_embed_layer = "embed_bytes"  # HF's embedding accessors look here
+
     def __init__(self, config: ByteLatentConfig):
         super().__init__(config)
         d, dl, eps = config.hidden_size, config.latent_size, config.norm_eps
@@ -276,18 +278,6 @@ class ByteLatentForCausalLM(ByteLatentPreTrainedModel, GenerationMixin):
         if self.entropy_model is not None:
             self.entropy_model.eval()  # frozen; no dropout in the boundaries
         return self
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embed_bytes
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embed_bytes = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
 
     # ----------------------------------------------------------------------------------------- patching
     def entropies(self, ids_BT: torch.Tensor) -> torch.Tensor:

@@ -519,12 +519,6 @@ class HopeModel(HopePreTrainedModel):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embed_tokens = value
-
 
 class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
     """The HOPE / TITAN / transformer-baseline language model; see the module docstring for the contract."""
@@ -540,19 +534,6 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         self._memory: dict[int, dict[str, torch.Tensor]] | None = None
         self._telemetry: dict[str, torch.Tensor] = {}
         self.post_init()
-
-    # ------------------------------------------------------------------ HF plumbing
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
 
     @property
     def has_fast_state(self) -> bool:

@@ -111,18 +111,6 @@ class LSTMLMForCausalLM(PreTrainedModel, GenerationMixin):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight)
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
-
     def _run(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None,
              keep: torch.Tensor | None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         if keep is None:

@@ -230,12 +230,6 @@ class ArchlabTransformerModel(ArchlabTransformerPreTrainedModel):
         self.has_final_norm = config.norm_position == "pre"
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embed_tokens = value
-
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
@@ -299,18 +293,6 @@ class ArchlabTransformerForCausalLM(ArchlabTransformerPreTrainedModel, Generatio
         self.model = ArchlabTransformerModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
