@@ -69,3 +69,20 @@ def test_the_split_read_equals_the_materialised_one():
     for a, b in zip(full, split, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast_mlp_read_split(n, m, None)[0], fast_mlp_read(n, expand(m))[0])
+
+
+@pytest.mark.parametrize("with_delta", [False, True])
+def test_the_fused_step_equals_delta_plus_scaled_gradients(with_delta):
+    from archlab.ops.cms import fast_mlp_grads, fast_mlp_read, fast_mlp_step
+    m = meta()
+    delta = {k: 0.1 * torch.randn(B, *v.shape) for k, v in m.items()} if with_delta else None
+    n, e = torch.randn(B, 5, D), torch.randn(B, 5, D, requires_grad=True)
+    w = {k: m[k] + (delta[k] if with_delta else 0) for k in m}
+    w = expand(w) if not with_delta else w
+    _, z, h = fast_mlp_read(n, w)
+    fused = fast_mlp_step(n, z, h, w["W2"], e, -0.3, delta)
+    grads = fast_mlp_grads(n, z, h, w["W2"], e)
+    for k, g in grads.items():
+        torch.testing.assert_close(fused[k], (delta[k] if with_delta else 0) - 0.3 * g, atol=1e-6, rtol=1e-5)
+    # the error keeps its graph through the fused step (a learned self-modifier trains through its writes)
+    assert torch.autograd.grad(fused["W1"].sum(), e)[0].abs().sum() > 0

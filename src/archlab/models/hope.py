@@ -63,7 +63,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 
 from archlab.nn.cache import cache_length, states_of
-from archlab.ops.cms import PARAMS, chunk_bounds, fast_mlp_grads, fast_mlp_read, fast_mlp_read_split
+from archlab.ops.cms import PARAMS, chunk_bounds, fast_mlp_grads, fast_mlp_read_split, fast_mlp_step
 from archlab.ops.inner_optim import inner_update
 
 BLOCK_TYPES = ("transformer", "hope_attention", "hope_hybrid", "titan", "hope_selfmod")
@@ -249,22 +249,14 @@ class FastMLP(nn.Module):
             return None
         return {k: st.values[f"{self.name}.d.{k}"] for k in PARAMS}
 
-    def weights(self, st: LayerState) -> dict[str, torch.Tensor] | None:
-        """``meta + delta`` per context (the delta carries no graph to the meta weights: straight-through)."""
-        w = st.derived.get(self.name)
-        if w is None:
-            delta = self.deltas(st)
-            if delta is None:
-                return None
-            w = st.derived[self.name] = {k: getattr(self, k) + delta[k] for k in PARAMS}
-        return w
+    def meta(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k) for k in PARAMS}
 
     def read(self, n: torch.Tensor, st: LayerState) -> torch.Tensor:
-        w = self.weights(st)
-        if w is None:  # no write yet: the shared meta weights
-            y, z, h = fast_mlp_read_split(n, {k: getattr(self, k) for k in PARAMS}, None)
-        else:
-            y, z, h = fast_mlp_read(n, w)
+        # meta (shared) and delta (per context) read apart: the meta weights' gradient is one GEMM over every
+        # token of the chunk instead of a per-context weight gradient summed over the batch, and no
+        # per-context ``meta + delta`` copy is written (straight-through: the delta carries no graph to meta)
+        y, z, h = fast_mlp_read_split(n, self.meta(), self.deltas(st))
         st.add_feature(f"{self.name}.n", n)
         st.add_feature(f"{self.name}.z", z)
         st.add_feature(f"{self.name}.h", h)
@@ -284,23 +276,24 @@ class FastMLP(nn.Module):
         n, z, h, e = (st.take_features(f"{name}.q{k}") for k in "nzhe")
         if n is None:
             return
-        w = self.weights(st)
-        w2 = (w["W2"] if w is not None else self.W2).detach()
-        w2 = w2.expand(n.shape[0], -1, -1) if w2.dim() == 2 else w2
-        grads = fast_mlp_grads(n, z, h, w2, e.to(n.dtype))
+        delta = self.deltas(st)
+        w2 = self.W2.detach().expand(n.shape[0], -1, -1)
+        w2 = w2 + delta["W2"].detach() if delta is not None else w2
+        e = e.to(n.dtype)
         written = e.detach().flatten(1).abs().amax(1) > 0
         telemetry["updates_applied"] += written.sum()
         telemetry["updates_blocked"] += (~written).sum()
         if self.beta or self.precond:
+            grads = fast_mlp_grads(n, z, h, w2, e)
             prev = {k: st.values[f"{name}.m.{k}"] for k in PARAMS} if f"{name}.m.W1" in st.values else None
             grads, momentum = inner_update(grads, n.sum(1), prev, self.beta, self.precond)
             if momentum is not None:
                 st.values.update({f"{name}.m.{k}": v for k, v in momentum.items()})
-        for k in PARAMS:
-            key = f"{name}.d.{k}"
-            step = -self.lr * grads[k]
-            st.values[key] = st.values[key] + step if key in st.values else step
-        st.derived.pop(name, None)
+            for k in PARAMS:
+                key = f"{name}.d.{k}"
+                st.values[key] = st.values[key] - self.lr * grads[k] if key in st.values else -self.lr * grads[k]
+            return
+        st.values.update({f"{name}.d.{k}": v for k, v in fast_mlp_step(n, z, h, w2, e, -self.lr, delta).items()})
 
 
 class Attention(nn.Module):

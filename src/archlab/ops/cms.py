@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from archlab.ops.inner_optim import inner_update, inner_update_reference
 
 __all__ = ["FastState", "fast_mlp_chunked", "fast_mlp_grads", "fast_mlp_read", "fast_mlp_read_split",
-           "fast_mlp_reference", "gelu_grad"]
+           "fast_mlp_reference", "fast_mlp_step", "gelu_grad"]
 
 PARAMS = ("W1", "b1", "W2", "b2")
 
@@ -80,6 +80,20 @@ def fast_mlp_grads(n: torch.Tensor, z: torch.Tensor, h: torch.Tensor, W2: torch.
     gz = torch.ops.aten.gelu_backward(torch.bmm(e, W2), z)     # [B, T, H]; one fused kernel for e W2 * gelu'(z)
     return {"W1": torch.bmm(gz.transpose(1, 2), n), "b1": gz.sum(1),
             "W2": torch.bmm(e.transpose(1, 2), h), "b2": e.sum(1)}
+
+
+def fast_mlp_step(n: torch.Tensor, z: torch.Tensor, h: torch.Tensor, W2: torch.Tensor, e: torch.Tensor,
+                  scale: float, delta: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """``delta + scale * fast_mlp_grads(...)`` (``delta=None``: zero) with the step fused into each GEMM."""
+    n, z, h, W2 = n.detach(), z.detach(), h.detach(), W2.detach()
+    gz = torch.ops.aten.gelu_backward(torch.bmm(e, W2), z)
+    if delta is None:
+        return {"W1": torch.bmm(gz.transpose(1, 2), n) * scale, "b1": gz.sum(1) * scale,
+                "W2": torch.bmm(e.transpose(1, 2), h) * scale, "b2": e.sum(1) * scale}
+    return {"W1": torch.baddbmm(delta["W1"], gz.transpose(1, 2), n, alpha=scale),
+            "b1": torch.add(delta["b1"], gz.sum(1), alpha=scale),
+            "W2": torch.baddbmm(delta["W2"], e.transpose(1, 2), h, alpha=scale),
+            "b2": torch.add(delta["b2"], e.sum(1), alpha=scale)}
 
 
 @dataclass
