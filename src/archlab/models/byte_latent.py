@@ -29,7 +29,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
@@ -49,6 +48,7 @@ from archlab.nn.byte_latent import (
     static_boundaries,
 )
 from archlab.nn.cache import states_of
+from archlab.nn.loss import causal_lm_loss
 from archlab.nn.rope import RotaryEmbedding
 
 PATCHINGS = ("static", "entropy")
@@ -373,7 +373,7 @@ class ByteLatentForCausalLM(ByteLatentPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+            loss = causal_lm_loss(logits, labels)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
 
 

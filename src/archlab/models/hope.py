@@ -63,6 +63,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 
 from archlab.nn.cache import cache_length, states_of
+from archlab.nn.loss import causal_lm_loss
 from archlab.ops.cms import PARAMS, chunk_bounds, fast_mlp_grads, fast_mlp_read_split, fast_mlp_step
 from archlab.ops.inner_optim import inner_update
 
@@ -719,7 +720,7 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
             logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+            loss = causal_lm_loss(logits, labels)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
 
     # ------------------------------------------------------------------ test-time memorization

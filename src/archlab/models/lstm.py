@@ -20,6 +20,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 
 from archlab.nn.cache import states_of
+from archlab.nn.loss import causal_lm_loss
 
 
 class LSTMLMConfig(PretrainedConfig):
@@ -163,5 +164,5 @@ class LSTMLMForCausalLM(PreTrainedModel, GenerationMixin):
         logits = self.lm_head(self.dropout(out))
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+            loss = causal_lm_loss(logits, labels)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)

@@ -16,7 +16,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
@@ -25,6 +24,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 
 from archlab.nn.cache import states_of
 from archlab.nn.context_vector import LOOP_IMPLS, ContextVectorCell
+from archlab.nn.loss import causal_lm_loss
 
 
 class NewLLMConfig(PretrainedConfig):
@@ -134,5 +134,5 @@ class NewLLMForCausalLM(NewLLMPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+            loss = causal_lm_loss(logits, labels)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)

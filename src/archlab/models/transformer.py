@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
@@ -25,6 +24,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 from archlab.errors import did_you_mean
 from archlab.nn import MIXERS, MLPS, build_norm
 from archlab.nn.cache import cache_length
+from archlab.nn.loss import causal_lm_loss
 from archlab.nn.mixers import BlockDims
 from archlab.nn.rope import RotaryEmbedding
 
@@ -320,7 +320,5 @@ class ArchlabTransformerForCausalLM(ArchlabTransformerPreTrainedModel, Generatio
         logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
-            )
+            loss = causal_lm_loss(logits, labels)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache)

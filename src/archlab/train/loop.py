@@ -162,6 +162,10 @@ class Trainer:
             self.model, self.optimizer = model, self.accelerator.prepare(optimizer)
         else:
             self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+            # the loop autocasts its own forwards; accelerate's forward wrapper would also copy every output to
+            # fp32, the vocabulary-sized logits included, which the loss (computed in fp32 inside the model)
+            # never reads: a wasted pass over the largest tensor of a small model's step
+            self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
         self.compile = CompileDecision(False if self.sharded else cfg.torch_compile, total,
                                        self.accelerator.device.type)
         self.compiled = False
@@ -504,7 +508,7 @@ class Trainer:
         batch_size = self.cfg.per_device_eval_batch_size
         while True:
             try:
-                with evaluation_values(self.unwrapped, self.eval_values):
+                with evaluation_values(self.unwrapped, self.eval_values), self.accelerator.autocast():
                     totals = validation_loss(self.unwrapped, self.data, batch_size, mask_token_id=self.mask_token_id)
                 break
             except Exception as exc:
