@@ -22,13 +22,7 @@ from archlab.nn import MIXERS
 VOCAB = 64
 
 # name -> why it cannot be one graph (empty: every architecture and mixer traces whole today)
-ALLOWED_BREAKS: dict[str, str] = {
-    # entropy patching (the tiny config's) makes the number of latent patches a function of the data
-    # (int(counts.max())); a static bound would be T patches, 4x the latent work at 4-byte patches. The entropy
-    # model's newline restarts also batch lines found in Python. Static patching traces whole
-    # (tests/models/test_byte_latent.py::test_static_patching_trains_as_one_graph)
-    "byte_latent": "entropy patching: the latent sequence length (number of patches) is read from the data",
-}
+ALLOWED_BREAKS: dict[str, str] = {}
 
 
 def _batch(length: int) -> dict:
