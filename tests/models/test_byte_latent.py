@@ -235,24 +235,28 @@ def test_static_patching_trains_as_one_graph():
 
 
 def test_entropy_patching_compiles_once_calibrates_inside_the_graph_and_matches_eager():
-    """One fullgraph compile serves batches with different patch counts (P is an unbacked size, not a guard),
-    its first training call calibrates the threshold as eager does, and loss and gradients match eager."""
+    """Compiled as the trainer compiles (no fullgraph, its dynamo settings), the step is one graph (one frame:
+    a break would add more) for batches with different patch counts (P is an unbacked size, not a guard), its
+    first training call calibrates the threshold as eager does, and loss and gradients match eager."""
     import copy
 
     from torch._dynamo.testing import CompileCounterWithBackend
+
+    from archlab.train.acceleration import compile_scope
 
     torch.manual_seed(0)
     eager = ByteLatentForCausalLM(ByteLatentConfig(vocab_size=VOCAB, **TINY)).train()
     model = copy.deepcopy(eager)
     counter = CompileCounterWithBackend("aot_eager")
     torch._dynamo.reset()
-    compiled = torch.compile(model, fullgraph=True, backend=counter)
+    compiled = torch.compile(model, backend=counter)
     batches = [ids(seed=seed, length=40) for seed in (1, 2, 3)]
     for x in batches:
         want = eager(input_ids=x, labels=x).loss
         want.backward()
-        got = compiled(input_ids=x, labels=x).loss
-        got.backward()
+        with compile_scope():
+            got = compiled(input_ids=x, labels=x).loss
+            got.backward()
         assert bool(model.calibrated) and float(model.threshold) == float(eager.threshold)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
         for (name, p), q in zip(model.named_parameters(), eager.parameters(), strict=True):
@@ -262,5 +266,5 @@ def test_entropy_patching_compiles_once_calibrates_inside_the_graph_and_matches_
         eager.zero_grad(set_to_none=True)
     counts = {int(eager.patch_starts(x)[:, :40].sum(1).max()) for x in batches}
     assert len(counts) > 1, counts  # the batches really had different numbers of patches
-    assert counter.frame_count == 1
+    assert counter.frame_count == 1 and counter.op_count > 0
     torch._dynamo.reset()

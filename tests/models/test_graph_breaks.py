@@ -18,6 +18,7 @@ from tests.conftest import tiny_decoder
 
 from archlab.models import ARCHITECTURES
 from archlab.nn import MIXERS
+from archlab.train.acceleration import compile_scope
 
 VOCAB = 64
 
@@ -47,8 +48,9 @@ def assert_one_graph(model: torch.nn.Module, name: str, length: int = 19) -> Non
         want = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         model.zero_grad(set_to_none=True)
         torch.manual_seed(2)
-        loss = compiled(**batch).loss  # raises torch._dynamo.exc.Unsupported on a graph break
-        loss.backward()
+        with compile_scope():  # the trainer's dynamo settings
+            loss = compiled(**batch).loss  # raises torch._dynamo.exc.Unsupported on a graph break
+            loss.backward()
         torch.testing.assert_close(loss, eager, atol=1e-5, rtol=1e-5)
         got = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         assert got.keys() == want.keys()

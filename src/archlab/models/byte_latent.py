@@ -40,6 +40,7 @@ from archlab.models.byte_latent_decode import decode_hidden_states
 from archlab.models.byte_latent_patching import (
     build_entropy_model,
     byte_entropies,
+    calibrate_once,
     entropy_patches,
     entropy_tensors,
     structure_key,
@@ -268,11 +269,11 @@ class ByteLatentForCausalLM(ByteLatentPreTrainedModel, GenerationMixin):
             pid = patch_ids(starts)[0]
             P = -(-T // cfg.patch_size)
             return starts, pid.new_zeros(B, max(P, 1)).scatter_add_(1, pid, torch.ones_like(pid))
-        return entropy_patches(
-            ids_BT, self.threshold, self.calibrated, entropy_tensors(self.entropy_model),
-            self._entropy_structure, self.training and cfg.calibrate_threshold,
-            cfg.bos_for_entropy, cfg.newline_id if cfg.reset_at_newline else None, cfg.entropy_rel_threshold,
-            cfg.max_patch_size, float(cfg.target_patch_size))
+        weights, newline = entropy_tensors(self.entropy_model), cfg.newline_id if cfg.reset_at_newline else None
+        common = (self._entropy_structure, cfg.bos_for_entropy, newline, cfg.entropy_rel_threshold, cfg.max_patch_size)
+        if self.training and cfg.calibrate_threshold:  # the first training batch only (the op checks `calibrated`)
+            calibrate_once(ids_BT, self.threshold, self.calibrated, weights, *common, float(cfg.target_patch_size))
+        return entropy_patches(ids_BT, self.threshold, weights, *common)
 
     @torch.no_grad()
     def calibrate(self, H_BT1: torch.Tensor) -> float:

@@ -85,23 +85,33 @@ def structure_key(entropy_config: dict, vocab_size: int) -> str:
     return json.dumps({"entropy_config": entropy_config, "vocab_size": vocab_size}, sort_keys=True)
 
 
-@torch.library.custom_op("archlab::byte_latent_entropy_patches", mutates_args=("threshold", "calibrated"))
-def entropy_patches(ids: torch.Tensor, threshold: torch.Tensor, calibrated: torch.Tensor,
-                    weights: list[torch.Tensor], structure: str, calibrate: bool, bos_id: int,
-                    newline_id: int | None, rel_threshold: float | None, max_patch_size: int,
-                    target_patch_size: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Patch starts [B, T + 1] (bool) and bytes per patch [B, max(P, 1)] (long) by BLT's rules.
-
-    ``calibrate`` (training): when ``calibrated`` is still False, set ``threshold`` from these entropies first.
-    """
+def _entropies(ids: torch.Tensor, weights: list[torch.Tensor], structure: str, bos_id: int,
+               newline_id: int | None) -> torch.Tensor:
     model, names = _structure(structure)
     if len(names) != len(weights):
         raise ValueError(f"entropy model: {len(weights)} weights for a structure of {len(names)}")
     tensors = dict(zip(names, weights, strict=True))
-    H = byte_entropies(lambda **kw: torch.func.functional_call(model, tensors, (), kw), ids, bos_id, newline_id)
-    if calibrate and not bool(calibrated):
+    return byte_entropies(lambda **kw: torch.func.functional_call(model, tensors, (), kw), ids, bos_id, newline_id)
+
+
+# Two ops, not one: Inductor loses track of an unbacked output size of an op that also mutates its inputs
+@torch.library.custom_op("archlab::byte_latent_calibrate", mutates_args=("threshold", "calibrated"))
+def calibrate_once(ids: torch.Tensor, threshold: torch.Tensor, calibrated: torch.Tensor, weights: list[torch.Tensor],
+                   structure: str, bos_id: int, newline_id: int | None, rel_threshold: float | None,
+                   max_patch_size: int, target_patch_size: float) -> None:
+    """Unless ``calibrated``: set ``threshold`` so these bytes' patches have ``target_patch_size`` bytes on average."""
+    if not bool(calibrated):
+        H = _entropies(ids, weights, structure, bos_id, newline_id)
         threshold.fill_(calibrate_threshold(H, target_patch_size, rel_threshold, max_patch_size))
         calibrated.fill_(True)
+
+
+@torch.library.custom_op("archlab::byte_latent_entropy_patches", mutates_args=())
+def entropy_patches(ids: torch.Tensor, threshold: torch.Tensor, weights: list[torch.Tensor], structure: str,
+                    bos_id: int, newline_id: int | None, rel_threshold: float | None,
+                    max_patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch starts [B, T + 1] (bool) and bytes per patch [B, max(P, 1)] (long) by BLT's rules."""
+    H = _entropies(ids, weights, structure, bos_id, newline_id)
     starts = entropy_boundaries(H, float(threshold), rel_threshold, max_patch_size)
     B, T = ids.shape
     pid, _, counts = patch_ids(starts)
@@ -111,8 +121,7 @@ def entropy_patches(ids: torch.Tensor, threshold: torch.Tensor, calibrated: torc
 
 
 @entropy_patches.register_fake
-def _(ids, threshold, calibrated, weights, structure, calibrate, bos_id, newline_id, rel_threshold, max_patch_size,
-      target_patch_size):
+def _(ids, threshold, weights, structure, bos_id, newline_id, rel_threshold, max_patch_size):
     B, T = ids.shape
     # every patch holds at least one of the T bytes, and position 0 always starts one
     P = torch.library.get_ctx().new_dynamic_size(min=1, max=T) if T > 1 else 1
