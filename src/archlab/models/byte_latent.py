@@ -19,6 +19,10 @@ exist later). Its context restarts after every newline (BLT). The global thresho
 first training batch so the mean patch length is ``target_patch_size`` (and stored in a buffer), unless
 ``calibrate_threshold: false``; evaluation always uses the stored value, never the text being scored.
 
+Compile: the entropy model, the calibration and BLT's boundary loop run inside two opaque ops
+(``archlab.models.byte_latent_patching``), and the patch count is an unbacked size, so a compiled training step
+is one graph (under the trainer's ``compile_scope``) with no padding of the latent sequence.
+
 Decoding: ``generate`` and cached calls continue from the state in the Cache (``states_of(cache, 0)``): conv
 windows, IntegralLNN states, the patching state and open patch, the latent keys/values of completed patches
 (``archlab.models.byte_latent_decode``); prefill then byte-by-byte steps equal the full forward (tested).
