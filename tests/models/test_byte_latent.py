@@ -226,9 +226,45 @@ def test_right_padding_is_accepted_and_left_padding_refused():
 
 def test_static_patching_trains_as_one_graph():
     """The patch count follows from the shape, so forward + loss + backward compile without a break (entropy
-    patching keeps its ALLOWED_BREAKS entry in tests/models/test_graph_breaks.py)."""
+    patching, the tiny config's, is covered by tests/models/test_graph_breaks.py and the test below)."""
     from tests.models.test_graph_breaks import assert_one_graph
 
     torch.manual_seed(0)
     model = ByteLatentForCausalLM(ByteLatentConfig(vocab_size=VOCAB, **{**TINY, **CONFIGS["static4"]}))
     assert_one_graph(model, "byte_latent_static4")
+
+
+def test_entropy_patching_compiles_once_calibrates_inside_the_graph_and_matches_eager():
+    """Compiled as the trainer compiles (no fullgraph, its dynamo settings), the step is one graph (one frame:
+    a break would add more) for batches with different patch counts (P is an unbacked size, not a guard), its
+    first training call calibrates the threshold as eager does, and loss and gradients match eager."""
+    import copy
+
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    from archlab.train.acceleration import compile_scope
+
+    torch.manual_seed(0)
+    eager = ByteLatentForCausalLM(ByteLatentConfig(vocab_size=VOCAB, **TINY)).train()
+    model = copy.deepcopy(eager)
+    counter = CompileCounterWithBackend("aot_eager")
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=counter)
+    batches = [ids(seed=seed, length=40) for seed in (1, 2, 3)]
+    for x in batches:
+        want = eager(input_ids=x, labels=x).loss
+        want.backward()
+        with compile_scope():
+            got = compiled(input_ids=x, labels=x).loss
+            got.backward()
+        assert bool(model.calibrated) and float(model.threshold) == float(eager.threshold)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        for (name, p), q in zip(model.named_parameters(), eager.parameters(), strict=True):
+            if p.grad is not None or q.grad is not None:
+                torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+        model.zero_grad(set_to_none=True)
+        eager.zero_grad(set_to_none=True)
+    counts = {int(eager.patch_starts(x)[:, :40].sum(1).max()) for x in batches}
+    assert len(counts) > 1, counts  # the batches really had different numbers of patches
+    assert counter.frame_count == 1 and counter.op_count > 0
+    torch._dynamo.reset()

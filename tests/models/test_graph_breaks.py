@@ -18,17 +18,12 @@ from tests.conftest import tiny_decoder
 
 from archlab.models import ARCHITECTURES
 from archlab.nn import MIXERS
+from archlab.train.acceleration import compile_scope
 
 VOCAB = 64
 
 # name -> why it cannot be one graph (empty: every architecture and mixer traces whole today)
-ALLOWED_BREAKS: dict[str, str] = {
-    # entropy patching (the tiny config's) makes the number of latent patches a function of the data
-    # (int(counts.max())); a static bound would be T patches, 4x the latent work at 4-byte patches. The entropy
-    # model's newline restarts also batch lines found in Python. Static patching traces whole
-    # (tests/models/test_byte_latent.py::test_static_patching_trains_as_one_graph)
-    "byte_latent": "entropy patching: the latent sequence length (number of patches) is read from the data",
-}
+ALLOWED_BREAKS: dict[str, str] = {}
 
 
 def _batch(length: int) -> dict:
@@ -53,8 +48,9 @@ def assert_one_graph(model: torch.nn.Module, name: str, length: int = 19) -> Non
         want = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         model.zero_grad(set_to_none=True)
         torch.manual_seed(2)
-        loss = compiled(**batch).loss  # raises torch._dynamo.exc.Unsupported on a graph break
-        loss.backward()
+        with compile_scope():  # the trainer's dynamo settings
+            loss = compiled(**batch).loss  # raises torch._dynamo.exc.Unsupported on a graph break
+            loss.backward()
         torch.testing.assert_close(loss, eager, atol=1e-5, rtol=1e-5)
         got = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         assert got.keys() == want.keys()

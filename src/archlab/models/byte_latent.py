@@ -19,6 +19,10 @@ exist later). Its context restarts after every newline (BLT). The global thresho
 first training batch so the mean patch length is ``target_patch_size`` (and stored in a buffer), unless
 ``calibrate_threshold: false``; evaluation always uses the stored value, never the text being scored.
 
+Compile: the entropy model, the calibration and BLT's boundary loop run inside two opaque ops
+(``archlab.models.byte_latent_patching``), and the patch count is an unbacked size, so a compiled training step
+is one graph (under the trainer's ``compile_scope``) with no padding of the latent sequence.
+
 Decoding: ``generate`` and cached calls continue from the state in the Cache (``states_of(cache, 0)``): conv
 windows, IntegralLNN states, the patching state and open patch, the latent keys/values of completed patches
 (``archlab.models.byte_latent_decode``); prefill then byte-by-byte steps equal the full forward (tested).
@@ -36,20 +40,27 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 
 from archlab.models.byte_latent_decode import decode_hidden_states
+from archlab.models.byte_latent_patching import (
+    build_entropy_model,
+    byte_entropies,
+    calibrate_once,
+    entropy_patches,
+    entropy_tensors,
+    structure_key,
+)
 from archlab.nn.byte_latent import (
     CausalNgramConv,
     HashNgramEmbedding,
     IntegralLNNBlock,
     LatentBlock,
     calibrate_threshold,
-    entropy_boundaries,
-    normalized_entropy,
     patch_ids,
     static_boundaries,
 )
 from archlab.nn.cache import states_of
 from archlab.nn.loss import causal_lm_loss
 from archlab.nn.rope import RotaryEmbedding
+from archlab.ops import dilated_offsets
 
 PATCHINGS = ("static", "entropy")
 
@@ -171,49 +182,6 @@ class ByteLatentConfig(PretrainedConfig):
         return self.eos_token_id if self.eos_token_id is not None and self.eos_token_id < self.vocab_size else 0
 
 
-def build_entropy_model(config: ByteLatentConfig) -> PreTrainedModel | None:
-    if config.patching != "entropy":
-        return None
-    options = dict(config.entropy_config)
-    options = {k: v for k, v in options.items() if k not in ("architectures", "transformers_version", "dtype")}
-    model_type = options.pop("model_type")
-    options.setdefault("vocab_size", config.vocab_size)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **options))
-    model.requires_grad_(False)
-    return model.eval()
-
-
-@torch.no_grad()
-def byte_entropies(model: nn.Module, ids_BT: torch.Tensor, bos_id: int, newline_id: int | None) -> torch.Tensor:
-    """[B, T + 1] normalised next-byte entropies: column j predicts byte j from the bytes before it.
-
-    With ``newline_id`` the context restarts after every newline (BLT): each line is run alone behind a BOS,
-    so byte j's prediction sees only the bytes of its own line before j. Lines are batched right-padded (a
-    causal LM's earlier positions never see the padding).
-    """
-    B, T = ids_BT.shape
-    rows = ids_BT.tolist()
-    segments: list[tuple[int, int, int]] = []  # (row, start, end): bytes [start, end) of one context
-    for b, row in enumerate(rows):
-        start = 0
-        if newline_id is not None:
-            for t, byte in enumerate(row):
-                if byte == newline_id:
-                    segments.append((b, start, t + 1))
-                    start = t + 1
-        segments.append((b, start, T))  # the last context also predicts the byte after the sequence
-    width = max(end - start for _, start, end in segments) + 1
-    inputs = torch.full((len(segments), width), bos_id, dtype=torch.long, device=ids_BT.device)
-    for i, (b, start, end) in enumerate(segments):
-        inputs[i, 1 : 1 + end - start] = ids_BT[b, start:end]
-    H_SW = normalized_entropy(model(input_ids=inputs).logits)
-    H = ids_BT.new_zeros(B, T + 1, dtype=torch.float32)
-    for i, (b, start, end) in enumerate(segments):
-        take = end - start + (1 if end == T else 0)
-        H[b, start : start + take] = H_SW[i, :take]
-    return H
-
-
 class ByteLatentPreTrainedModel(PreTrainedModel):
     config_class = ByteLatentConfig
     base_model_prefix = "byte_latent"
@@ -259,7 +227,10 @@ class ByteLatentForCausalLM(ByteLatentPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(d, config.vocab_size, bias=False)
         self.register_buffer("threshold", torch.tensor(float(config.entropy_threshold)))
         self.register_buffer("calibrated", torch.tensor(False))
-        self.entropy_model = build_entropy_model(config)
+        self.entropy_model = (build_entropy_model(config.entropy_config, config.vocab_size)
+                              if config.patching == "entropy" else None)
+        # the op's handle on the entropy model's structure (its weights travel as tensors); a constant under compile
+        self._entropy_structure = structure_key(config.entropy_config, config.vocab_size)
         self.post_init()
         if config.entropy_model_path:
             self._load_entropy_model(config.entropy_model_path)
@@ -287,14 +258,26 @@ class ByteLatentForCausalLM(ByteLatentPreTrainedModel, GenerationMixin):
 
     def patch_starts(self, ids_BT: torch.Tensor) -> torch.Tensor:
         """[B, T + 1] bool: which bytes begin a patch (column T: whether the last byte closes one)."""
+        return self.patches(ids_BT)[0]
+
+    def patches(self, ids_BT: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch starts [B, T + 1] (bool) and bytes per patch [B, max(P, 1)] (long; 0 past a row's last patch).
+
+        Static patches: P follows from the shape. Entropy patches: one opaque op (``entropy_patches``), so a
+        compiled step stays one graph, with P an unbacked size; a training call calibrates the threshold once.
+        """
         B, T = ids_BT.shape
         cfg = self.config
         if cfg.patching == "static":
-            return static_boundaries(B, T, cfg.patch_size, ids_BT.device)
-        H = self.entropies(ids_BT)
-        if self.training and cfg.calibrate_threshold and not bool(self.calibrated):
-            self.calibrate(H)
-        return entropy_boundaries(H, float(self.threshold), cfg.entropy_rel_threshold, cfg.max_patch_size)
+            starts = static_boundaries(B, T, cfg.patch_size, ids_BT.device)
+            pid = patch_ids(starts)[0]
+            P = -(-T // cfg.patch_size)
+            return starts, pid.new_zeros(B, max(P, 1)).scatter_add_(1, pid, torch.ones_like(pid))
+        weights, newline = entropy_tensors(self.entropy_model), cfg.newline_id if cfg.reset_at_newline else None
+        common = (self._entropy_structure, cfg.bos_for_entropy, newline, cfg.entropy_rel_threshold, cfg.max_patch_size)
+        if self.training and cfg.calibrate_threshold:  # the first training batch only (the op checks `calibrated`)
+            calibrate_once(ids_BT, self.threshold, self.calibrated, weights, *common, float(cfg.target_patch_size))
+        return entropy_patches(ids_BT, self.threshold, weights, *common)
 
     @torch.no_grad()
     def calibrate(self, H_BT1: torch.Tensor) -> float:
@@ -321,17 +304,19 @@ class ByteLatentForCausalLM(ByteLatentPreTrainedModel, GenerationMixin):
         x = self.ngram_conv(x)
         for block in self.encoder:
             x, _ = block(x)
-        starts = self.patch_starts(ids_BT)
-        pid, read, counts = patch_ids(starts)
-        # static patches: the count follows from the shape, so a compiled step has no data-dependent size
-        P = -(-T // self.config.patch_size) if self.config.patching == "static" else int(counts.max()) if T else 0
+        starts, sizes_BP = self.patches(ids_BT)
+        pid, read, _ = patch_ids(starts)
+        P = sizes_BP.shape[1]  # entropy patching under compile: an unbacked size (the op's), never read back
         # mean of each patch's encoder states; a patch is read only once complete (see `read`)
-        pooled = x.new_zeros(B, max(P, 1), x.shape[-1]).scatter_add(1, pid[..., None].expand_as(x), x)
-        sizes = torch.zeros(B, max(P, 1), device=x.device, dtype=x.dtype).scatter_add(1, pid, torch.ones_like(
-            pid, dtype=x.dtype))
+        pooled = x.new_zeros(B, P, x.shape[-1]).scatter_add(1, pid[..., None].expand_as(x), x)
+        sizes = sizes_BP.to(x.dtype)
         z = self.to_latent(pooled / sizes.clamp(min=1)[..., None])
+        # offsets below P; a compiled step's entropy-patch P is unbacked (no Python value), so it takes those below
+        # its bound T: the extra ones reach before patch 0 for every query, so they are masked and weigh exactly 0
+        unbacked = self.config.patching == "entropy" and torch.compiler.is_compiling()
+        offsets = dilated_offsets(T if unbacked else P, self.config.max_offset)
         for block in self.latent:
-            z = block(z)
+            z = block(z, offsets)
         z = self.latent_norm(z)
         z = torch.cat([self.no_patch.expand(B, 1, -1), z], 1)  # index 0: no patch complete yet
         y = x + self.from_latent(torch.gather(z, 1, (read + 1)[..., None].expand(B, T, z.shape[-1])))

@@ -162,12 +162,13 @@ class DilatedAttention(nn.Module):
         self.o = nn.Linear(dim, dim, bias=False)
         self.rotary = RotaryEmbedding(self.head_dim, rope_theta)
 
-    def forward(self, x_BPD: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_BPD: torch.Tensor, offsets: list[int] | None = None) -> torch.Tensor:
+        """``offsets``: default ``dilated_offsets(P, max_offset)`` (a caller whose P is unbacked passes a bound's)."""
         B, P, D = x_BPD.shape
         q, k, v = self.qkv(x_BPD).view(B, P, 3, self.heads, self.head_dim).unbind(2)
         cos, sin = self.rotary(torch.arange(P, device=x_BPD.device).expand(B, P))
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        out = dilated_attention(q, k, v, offsets=dilated_offsets(P, self.max_offset))
+        out = dilated_attention(q, k, v, offsets=dilated_offsets(P, self.max_offset) if offsets is None else offsets)
         return self.o(out.reshape(B, P, D))
 
     def step(self, x_BD: torch.Tensor, keys_BPHK: torch.Tensor, values_BPHK: torch.Tensor,
@@ -196,8 +197,8 @@ class LatentBlock(nn.Module):
         self.ffn_norm = nn.RMSNorm(dim, eps=eps)
         self.ffn = SwiGLU(dim, int(dim * 8 / 3))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x))
+    def forward(self, x: torch.Tensor, offsets: list[int] | None = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), offsets)
         return x + self.ffn(self.ffn_norm(x))
 
     def step(self, x_BD: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos_B: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,17 @@ DEFAULT_COMPILE_SECONDS = {"cpu": 60.0, "cuda": 60.0}
 COMPILE_FILE = "compile_seconds.json"
 
 
+# dynamo's settings while a compiled training step runs (so while it traces): an op whose output shape depends on
+# the data (byte_latent's entropy patches: the patch count) stays in the graph with an unbacked size instead of
+# breaking it; scoped to the step, never set globally. tests/models/test_graph_breaks.py compiles under it too
+COMPILE_DYNAMO_CONFIG = {"capture_dynamic_output_shape_ops": True}
+
+
+def compile_scope():
+    """The context a compiled training step runs in (``COMPILE_DYNAMO_CONFIG``)."""
+    return torch._dynamo.config.patch(**COMPILE_DYNAMO_CONFIG)
+
+
 def resolve_precision(bf16: bool | str, fp16: bool, device: torch.device | str) -> str:
     """``bf16`` / ``fp16`` / ``fp32``: the autocast precision of a run (see the module docstring)."""
     device = torch.device(device)

@@ -39,6 +39,7 @@ from archlab.train import checkpoint as ckpt
 from archlab.train.acceleration import (
     CompileDecision,
     accelerate_precision,
+    compile_scope,
     remember_compile_seconds,
     resolve_precision,
 )
@@ -349,7 +350,8 @@ class Trainer:
                 batch = {k: v for k, v in batch.items() if k != "attention_mask"}  # SDPA's causal path, no mask
             batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
             ctx = self.accelerator.no_sync(self.model) if not sync else contextlib.nullcontext()
-            with ctx, self.accelerator.autocast():
+            scope = compile_scope() if self.compiled else contextlib.nullcontext()
+            with ctx, self.accelerator.autocast(), scope:
                 if self.mask_token_id is None:
                     loss = causal_lm_sum(self.model, batch, tokens)
                 else:  # masks seeded per example and data position: independent of batching, exact on resume
