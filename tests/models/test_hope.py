@@ -202,3 +202,21 @@ def test_per_layer_teach_signal_equals_autograd_at_each_block_output(name):
     assert not torch.allclose(written[0], written[len(outs) - 1])
     with pytest.raises(ValueError, match="per_layer_teach_signal"):
         model(input_ids=x, use_cache=True)
+
+
+@pytest.mark.parametrize("block_type", ["hope_hybrid", "hope_selfmod", "titan"])
+def test_bf16_autocast_trains_and_memorizes_with_fp32_fast_memories(block_type):
+    """bf16 autocast (the trainer's default on CPUs with native bf16) runs training and memorize; the fast
+    deltas stay fp32 and the loss tracks the fp32 one (the plan's evals failed on mixed dtypes once)."""
+    model = build(block_type=block_type).train()
+    ids = generic.tokens(VOCAB, batch=2, length=24, seed=5)
+    fp32 = model(input_ids=ids, labels=ids).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()  # inside autocast on purpose: the fp32 ops' backwards must not be recast
+        with torch.no_grad():
+            model.memorize(ids[:1])
+    assert torch.isfinite(loss) and abs(float(loss) - float(fp32)) < 0.05
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    deltas = [v for layer in model._memory.values() for v in layer.values()]
+    assert deltas and all(v.dtype == torch.float32 for v in deltas)

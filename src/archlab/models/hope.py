@@ -192,6 +192,12 @@ class HopeConfig(PretrainedConfig):
 
 
 # ------------------------------------------------------------------------------------------------ parts
+def exact(x: torch.Tensor):
+    """Fast-memory reads and writes run in fp32 under autocast too: a write adds lr-sized steps that bf16 would
+    round away, and CPU has no bf16 triangular solve (the DGD write's delta rule)."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 class LayerState:
     """What one layer carries across model chunks inside a call (with its graph) and across calls (in the Cache)."""
 
@@ -257,7 +263,8 @@ class FastMLP(nn.Module):
         # meta (shared) and delta (per context) read apart: the meta weights' gradient is one GEMM over every
         # token of the chunk instead of a per-context weight gradient summed over the batch, and no
         # per-context ``meta + delta`` copy is written (straight-through: the delta carries no graph to meta)
-        y, z, h = fast_mlp_read_split(n, self.meta(), self.deltas(st))
+        with exact(n):
+            y, z, h = fast_mlp_read_split(n.float(), self.meta(), self.deltas(st))
         st.add_feature(f"{self.name}.n", n)
         st.add_feature(f"{self.name}.z", z)
         st.add_feature(f"{self.name}.h", h)
@@ -383,7 +390,7 @@ class TitanMemory(nn.Module):
             return
         e = delta
         if self.selfmod is not None:  # gated-out tokens write nothing, self-modifier correction included
-            s = self.selfmod(a, m, delta) * writes[..., None]
+            s = self.selfmod(a.float(), m.float(), delta) * writes[..., None]
             e = delta + (s.detach() if self.mode == "frozen" else s)
         self.mem.write(st, e, position, telemetry, flush)
 
@@ -593,8 +600,9 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
             raw = self.layer_teach_signals(teach.pop("layer_outs"), targets)
             deltas = [self._clip(d * writes[..., None] * self.teach_scale) for d in raw]
         tel = self._tel()
-        for layer, st, d in zip(self.model.layers, states, deltas, strict=True):
-            layer.write(st, d, writes, position, tel, flush=final)
+        with exact(delta):
+            for layer, st, d in zip(self.model.layers, states, deltas, strict=True):
+                layer.write(st, d, writes, position, tel, flush=final)
 
     def layer_teach_signals(self, layer_outs: list[list[torch.Tensor]], targets: torch.Tensor) -> list[torch.Tensor]:
         """Per-layer ``delta_l = dCE/dh_l`` at each block output ``h_l`` of the pending tokens (summed CE of their

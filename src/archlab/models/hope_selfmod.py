@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archlab.models.hope import exact
 from archlab.ops.dgd import dgd_chunked
 
 MEMORIES = ("k", "v", "q", "eta", "alpha", "memory")
@@ -104,19 +105,21 @@ class SelfModTitans(nn.Module):
         return cached
 
     def forward(self, x: torch.Tensor, st, position: int) -> torch.Tensor:
-        b, t, d = x.shape
-        prev = st.values.get("sm.conv")
-        prev = prev if prev is not None else x.new_zeros(b, self.conv_size - 1, d)
-        padded = torch.cat([prev, x], 1)
-        st.values["sm.conv"] = padded[:, -(self.conv_size - 1):]
-        c = self.conv(padded.transpose(1, 2)).transpose(1, 2)
-        g = len(GROUP)
-        cg = c.unsqueeze(1).expand(b, g, t, d).reshape(b * g, t, d)
-        y = ResidualMemory.apply(cg, *self.weights(st, "g", b))[0].view(b, g, t, d).unbind(1)
-        k, v, q = F.normalize(y[0], dim=-1), y[1], F.normalize(y[2], dim=-1)
-        eta = F.softplus(self.eta_readout(y[3])).squeeze(-1) * self.eta_scale
-        alpha = torch.sigmoid(self.alpha_readout(y[4])).squeeze(-1) if self.use_alpha else torch.ones_like(eta)
-        o = ResidualMemory.apply(q, *self.weights(st, "memory", b))[0]
+        with exact(x):  # the memories, their reads and their features in fp32 (archlab.models.hope.exact)
+            x = x.float()
+            b, t, d = x.shape
+            prev = st.values.get("sm.conv")
+            prev = prev if prev is not None else x.new_zeros(b, self.conv_size - 1, d)
+            padded = torch.cat([prev, x], 1)
+            st.values["sm.conv"] = padded[:, -(self.conv_size - 1):]
+            c = self.conv(padded.transpose(1, 2)).transpose(1, 2)
+            g = len(GROUP)
+            cg = c.unsqueeze(1).expand(b, g, t, d).reshape(b * g, t, d)
+            y = ResidualMemory.apply(cg, *self.weights(st, "g", b))[0].view(b, g, t, d).unbind(1)
+            k, v, q = F.normalize(y[0], dim=-1), y[1], F.normalize(y[2], dim=-1)
+            eta = F.softplus(self.eta_readout(y[3])).squeeze(-1) * self.eta_scale
+            alpha = torch.sigmoid(self.alpha_readout(y[4])).squeeze(-1) if self.use_alpha else torch.ones_like(eta)
+            o = ResidualMemory.apply(q, *self.weights(st, "memory", b))[0]
         # k, v, eta, alpha keep their graph until the write (within a call): they are learned through the writes
         for key, value in (("k", k), ("v", v), ("eta", eta), ("alpha", alpha)):
             st.features.setdefault(f"sm.new.{key}", []).append(value)

@@ -351,12 +351,15 @@ class Trainer:
             batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
             ctx = self.accelerator.no_sync(self.model) if not sync else contextlib.nullcontext()
             scope = compile_scope() if self.compiled else contextlib.nullcontext()
-            with ctx, self.accelerator.autocast(), scope:
-                if self.mask_token_id is None:
-                    loss = causal_lm_sum(self.model, batch, tokens)
-                else:  # masks seeded per example and data position: independent of batching, exact on resume
-                    seeds = [row_seed(self.cfg.seed, self.state.position, j) for j in chunk]
-                    loss = masked_diffusion_loss_sum(self.model, batch, self.mask_token_id, seeds)
+            with ctx:
+                with self.accelerator.autocast(), scope:
+                    if self.mask_token_id is None:
+                        loss = causal_lm_sum(self.model, batch, tokens)
+                    else:  # masks seeded per example and data position: independent of batching, exact on resume
+                        seeds = [row_seed(self.cfg.seed, self.state.position, j) for j in chunk]
+                        loss = masked_diffusion_loss_sum(self.model, batch, self.mask_token_id, seeds)
+                # autocast covers the forward only (PyTorch's advice): the backward runs each op in the dtype
+                # its forward chose, and an op that kept fp32 on purpose (the delta rule) is not recast
                 self.accelerator.backward(loss * weight)
             summed += float(loss.detach())
         loss_sum = self._sum_over_ranks(summed) / global_tokens

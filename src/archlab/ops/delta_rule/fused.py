@@ -167,6 +167,12 @@ class ChunkDeltaRule(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dO, dS_last):
+        # a backward called inside autocast would run these matmuls in half precision against fp32 buffers
+        with torch.autocast((dO if dO is not None else dS_last).device.type, enabled=False):
+            return ChunkDeltaRule._backward(ctx, dO, dS_last)
+
+    @staticmethod
+    def _backward(ctx, dO, dS_last):
         q, k, v, beta, KWB, starts, *flat = ctx.saved_tensors
         Z, C, K = k.shape
         V, BH, scale, blocks = v.shape[-1], ctx.BH, ctx.scale, ctx.blocks
