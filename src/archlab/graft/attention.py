@@ -111,7 +111,10 @@ class GraftedAttentionMixin:
         """The memory branch's output before the output projection; updates the decoding state in ``cache``."""
         memory = self.archlab_memory
         q, k, v = self.archlab_layout.split(self, outputs)
-        rms = attended.float().pow(2).mean(-1, keepdim=True).sqrt() if attended is not None else None
+        rms = None
+        if attended is not None:  # one reduction pass (an fp32 copy, square, mean and sqrt took four)
+            rms = torch.linalg.vector_norm(attended, dim=-1, keepdim=True, dtype=torch.float32)
+            rms = rms / attended.shape[-1] ** 0.5
         holder = states_of(cache, self._cache_layer_index()) if decoding else None
         state = MemoryState.from_tensors(holder.states) if holder is not None else None
         o_memory, new_state = memory(q, k, v, self.archlab_context.padding_mask(*q.shape[:2]), state,

@@ -229,7 +229,7 @@ class MemoryBranch(nn.Module):
         mu = self.mag_weight
         if mu == 0 or o_memory is None:
             return o_base
-        return (1 - mu) * o_base + mu * o_memory.to(o_base.dtype)
+        return torch.lerp(o_base, o_memory.to(o_base.dtype), mu)  # one pass instead of three
 
     # ------------------------------------------------------------------------------------ features
     def _features(self, q_raw, k_raw, v_raw, mask_BT):
