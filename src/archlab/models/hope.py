@@ -263,8 +263,9 @@ class FastMLP(nn.Module):
         # meta (shared) and delta (per context) read apart: the meta weights' gradient is one GEMM over every
         # token of the chunk instead of a per-context weight gradient summed over the batch, and no
         # per-context ``meta + delta`` copy is written (straight-through: the delta carries no graph to meta)
+        n = n.float()  # kept as a feature too: the write's GEMMs take it with fp32 errors and weights
         with exact(n):
-            y, z, h = fast_mlp_read_split(n.float(), self.meta(), self.deltas(st))
+            y, z, h = fast_mlp_read_split(n, self.meta(), self.deltas(st))
         st.add_feature(f"{self.name}.n", n)
         st.add_feature(f"{self.name}.z", z)
         st.add_feature(f"{self.name}.h", h)
