@@ -184,8 +184,9 @@ def test_per_layer_teach_signal_equals_autograd_at_each_block_output(name):
         layer.write = record
     with torch.no_grad():
         model(input_ids=x)
-    # the same chunk alone, fresh state: block outputs by hooks, their gradients by backward
-    twin = build(name)
+    # the same chunk alone, fresh state: block outputs by hooks, their gradients by backward (online: the replay's
+    # recording pass would call the hooks too)
+    twin = build(name, train_replay=False)
     outs = []
     hooks = [layer.register_forward_hook(lambda m, a, out: outs.append(out)) for layer in twin.model.layers]
     for o in outs:

@@ -71,6 +71,28 @@ def test_the_split_read_equals_the_materialised_one():
     torch.testing.assert_close(fast_mlp_read_split(n, m, None)[0], fast_mlp_read(n, expand(m))[0])
 
 
+@pytest.mark.parametrize("length,block", [(12, 4), (11, 4), (5, 5), (7, 3)])
+def test_the_blocked_read_equals_one_split_read_per_block(length, block):
+    from archlab.ops.cms import fast_mlp_read_blocked, fast_mlp_read_split
+    m = meta()
+    blocks = -(-length // block)
+    delta = {k: (0.1 * torch.randn(blocks, B, *v.shape)).requires_grad_() for k, v in m.items()}
+    n = torch.randn(B, length, D, requires_grad=True)
+    got = fast_mlp_read_blocked(n, m, delta, block)
+    want = torch.cat([fast_mlp_read_split(n[:, k * block:(k + 1) * block], m, {p: d[k] for p, d in delta.items()})[0]
+                      for k in range(blocks)], 1)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    inputs = [n, *m.values(), *delta.values()]
+    seed = torch.randn_like(want)
+    for a, b in zip(torch.autograd.grad((got * seed).sum(), inputs), torch.autograd.grad((want * seed).sum(), inputs),
+                    strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast_mlp_read_blocked(n, m, None, block), fast_mlp_read_split(n, m, None)[0])
+    with pytest.raises(ValueError, match="do not cover"):
+        fast_mlp_read_blocked(n[:, :1], m, delta, block) if blocks > 1 else fast_mlp_read_blocked(
+            torch.cat([n, n], 1), m, delta, block)
+
+
 @pytest.mark.parametrize("with_delta", [False, True])
 def test_the_fused_step_equals_delta_plus_scaled_gradients(with_delta):
     from archlab.ops.cms import fast_mlp_grads, fast_mlp_read, fast_mlp_step
@@ -86,3 +108,10 @@ def test_the_fused_step_equals_delta_plus_scaled_gradients(with_delta):
         torch.testing.assert_close(fused[k], (delta[k] if with_delta else 0) - 0.3 * g, atol=1e-6, rtol=1e-5)
     # the error keeps its graph through the fused step (a learned self-modifier trains through its writes)
     assert torch.autograd.grad(fused["W1"].sum(), e)[0].abs().sum() > 0
+    if with_delta:  # written in place into given tensors (the replay's recording pass)
+        out = {k: torch.empty(2, *v.shape)[1] for k, v in delta.items()}
+        with torch.no_grad():
+            got = fast_mlp_step(n, z, h, w["W2"], e, -0.3, delta, out=out)
+        assert all(got[k] is out[k] for k in out)
+        for k in out:
+            torch.testing.assert_close(out[k], fused[k].detach())

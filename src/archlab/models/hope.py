@@ -27,6 +27,12 @@ Writes never touch the meta parameters: they are per-context deltas kept in the 
 (``archlab.nn.cache.states_of``), and a read uses ``meta + delta`` so the meta-initialisation gets the outer
 gradient (the seed's "fast + (meta - stopgrad(meta))").
 
+**Training runs in two passes** (``train_replay``, default true; ``archlab.models.hope_replay``): the online
+forward without autograd records what every fast memory read, then the whole sequence runs once more with
+autograd, each memory read as batched matmuls over its blocks of ``period`` tokens. Same loss and gradients as the
+online forward with autograd (``train_replay: false``, also what a cached, padded or per-layer-teach call runs);
+forward hooks on the blocks fire in both passes.
+
 **Per-layer teach signal** (``per_layer_teach_signal``, the seed's option): block l's memories write with
 ``delta_l = dCE/dh_l`` at the block's own output instead of the head-input signal, by autograd through the later
 blocks of the same model chunk (the chunk's summed CE; gate and telemetry stay on the head signal, scale and clip
@@ -110,6 +116,7 @@ class HopeConfig(PretrainedConfig):
         teach_clip: float = 5.0,
         surprise_threshold: float = 0.0,
         online_chunk: int | None = None,
+        train_replay: bool = True,
         max_position_embeddings: int = 1 << 20,
         norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
@@ -159,6 +166,7 @@ class HopeConfig(PretrainedConfig):
         self.teach_scale = teach_scale
         self.teach_clip = teach_clip
         self.surprise_threshold = surprise_threshold
+        self.train_replay = train_replay
         self.max_position_embeddings = max_position_embeddings
         self.norm_eps = norm_eps
         self.initializer_range = initializer_range
@@ -205,6 +213,8 @@ class LayerState:
         self.values: dict[str, torch.Tensor] = {}       # fast deltas, conv window
         self.features: dict[str, list[torch.Tensor]] = {}  # per-token features buffered until their write
         self.derived: dict[str, dict[str, torch.Tensor]] = {}  # meta + delta, rebuilt after a write (not saved)
+        self.record: dict[str, list] | None = None  # what each memory read and wrote (the replay's first pass)
+        self.replay: dict[str, Any] | None = None  # per memory: read(n, meta) over the whole sequence (hope_replay)
 
     def add_feature(self, name: str, value: torch.Tensor, keep_graph: bool = False) -> None:
         self.features.setdefault(name, []).append(value if keep_graph else value.detach())
@@ -264,8 +274,14 @@ class FastMLP(nn.Module):
         # token of the chunk instead of a per-context weight gradient summed over the batch, and no
         # per-context ``meta + delta`` copy is written (straight-through: the delta carries no graph to meta)
         n = n.float()  # kept as a feature too: the write's GEMMs take it with fp32 errors and weights
+        if st.replay is not None:  # the whole sequence at once, each block with the deltas it read online
+            with exact(n):
+                return st.replay[self.name](n, self.meta())
+        delta = self.deltas(st)
+        if st.record is not None:
+            st.record.setdefault(self.name, []).append((n.shape[1], delta))
         with exact(n):
-            y, z, h = fast_mlp_read_split(n, self.meta(), self.deltas(st))
+            y, z, h = fast_mlp_read_split(n, self.meta(), delta)
         st.add_feature(f"{self.name}.n", n)
         st.add_feature(f"{self.name}.z", z)
         st.add_feature(f"{self.name}.h", h)
@@ -290,6 +306,11 @@ class FastMLP(nn.Module):
         w2 = w2 + delta["W2"].detach() if delta is not None else w2
         e = e.to(n.dtype)
         written = e.detach().flatten(1).abs().amax(1) > 0
+        slot = None
+        if st.record is not None:  # hope_replay's recording pass: every write into its own block of a buffer
+            if f"{name}:writes" in st.record:
+                st.record[f"{name}:writes"].append((n, z, h, w2))
+            slot = st.record[f"{name}:slots"].next()
         telemetry["updates_applied"] += written.sum()
         telemetry["updates_blocked"] += (~written).sum()
         if self.beta or self.precond:
@@ -301,8 +322,11 @@ class FastMLP(nn.Module):
             for k in PARAMS:
                 key = f"{name}.d.{k}"
                 st.values[key] = st.values[key] - self.lr * grads[k] if key in st.values else -self.lr * grads[k]
+                if slot is not None:
+                    st.values[key] = slot[k].copy_(st.values[key])
             return
-        st.values.update({f"{name}.d.{k}": v for k, v in fast_mlp_step(n, z, h, w2, e, -self.lr, delta).items()})
+        new = fast_mlp_step(n, z, h, w2, e, -self.lr, delta, out=slot if delta is not None else None)
+        st.values.update({f"{name}.d.{k}": v for k, v in new.items()})
 
 
 class Attention(nn.Module):
@@ -390,6 +414,8 @@ class TitanMemory(nn.Module):
         if a is None:
             return
         e = delta
+        if st.record is not None and f"{self.mem.name}:errors" in st.record:
+            st.record[f"{self.mem.name}:errors"].append((a, m, delta, writes))
         if self.selfmod is not None:  # gated-out tokens write nothing, self-modifier correction included
             s = self.selfmod(a.float(), m.float(), delta) * writes[..., None]
             e = delta + (s.detach() if self.mode == "frozen" else s)
@@ -632,6 +658,9 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
                 for st, mem in zip(states, self._memory.values(), strict=True):
                     st.values.update({k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v
                                       for k, v in mem.items()})
+            if getattr(self, "_recording", 0):
+                from archlab.models.hope_replay import start_recording
+                start_recording(self, states, batch, self._recording)
             return states, teach
         for i, st in enumerate(states):
             holder = states_of(cache, i)
@@ -675,6 +704,9 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         work = cache if use_cache else DynamicCache(config=self.config)
+        if getattr(self, "_recording", 0):
+            from archlab.models.hope_replay import PrefixKV
+            work = PrefixKV(self._recording)
         position = cache_length(work) if use_cache else 0
         if self.config.block_type == "hope_selfmod" and use_cache:
             position = states_of(work, 0).seen_tokens
@@ -686,6 +718,12 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
             key_mask = attention_mask
             tail = attention_mask[:, -t:]
             targets = targets.masked_fill(tail == 0, -100)
+        if not getattr(self, "_recording", False):
+            from archlab.models.hope_replay import can_replay, replay_forward
+            if can_replay(self, use_cache, key_mask):
+                out = replay_forward(self, input_ids, inputs_embeds, labels, logits_to_keep)
+                if out is not None:
+                    return out
         chunk = self.config.online_chunk if self.has_fast_state else max(t, 1)
         per_layer = self.has_fast_state and self.config.per_layer_teach_signal
         if per_layer and use_cache:
@@ -719,6 +757,9 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         if use_cache:
             self._save(work, states, teach, t)
         self._last_states = (states, teach, position + t) if getattr(self, "_keep_states", False) else None
+        if getattr(self, "_recording", False):  # hope_replay's first pass: the recorded reads and the chunks' logits
+            self._recorded_logits = chunk_logits
+            return CausalLMOutputWithPast()
         hidden = torch.cat(outs, 1)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from archlab.ops.inner_optim import inner_update, inner_update_reference
 
-__all__ = ["FastState", "fast_mlp_chunked", "fast_mlp_grads", "fast_mlp_read", "fast_mlp_read_split",
+__all__ = ["FastState", "blocked_matmul", "fast_mlp_chunked", "fast_mlp_grads", "fast_mlp_read", "fast_mlp_read_blocked", "fast_mlp_read_split",
            "fast_mlp_reference", "fast_mlp_step", "gelu_grad"]
 
 PARAMS = ("W1", "b1", "W2", "b2")
@@ -69,6 +69,45 @@ def fast_mlp_read_split(n: torch.Tensor, meta: dict[str, torch.Tensor],
     return y, z, h
 
 
+def blocked_matmul(x: torch.Tensor, weights: torch.Tensor, block: int, base: torch.Tensor | None = None,
+                   bias: torch.Tensor | None = None, transpose: bool = True) -> torch.Tensor:
+    """``base_t + x_t @ weights[k]^T + bias[k]`` (``@ weights[k]`` with ``transpose=False``) for each token t of
+    block k: ``x [B, T, X]``, ``weights [K, B, ...]``, ``bias [K, B, Y]``; K blocks of ``block`` tokens cover T (the
+    last may be partial). One batched matmul over the ``K * B`` blocks."""
+    b, t, _ = x.shape
+    blocks = weights.shape[0]
+    pad = blocks * block - t
+    if pad < 0 or pad >= block:
+        raise ValueError(f"{blocks} blocks of {block} tokens do not cover {t} tokens")
+    xb = F.pad(x, (0, 0, 0, pad)) if pad else x
+    xb = xb.view(b, blocks, block, -1).transpose(0, 1).reshape(blocks * b, block, -1)
+    w = weights.flatten(0, 1)
+    w = w.transpose(1, 2) if transpose else w
+    out = torch.bmm(xb, w) if bias is None else torch.baddbmm(bias.reshape(blocks * b, 1, -1), xb, w)
+    out = out.view(blocks, b, block, -1).transpose(0, 1).reshape(b, blocks * block, -1)
+    out = out[:, :t] if pad else out
+    return out if base is None else base + out
+
+
+def fast_mlp_read_blocked(n: torch.Tensor, meta: dict[str, torch.Tensor], delta: dict[str, torch.Tensor] | None,
+                          block: int, with_preactivation: bool = False):
+    """The output of :func:`fast_mlp_read_split` for a whole sequence whose weights change every ``block`` tokens.
+
+    ``delta[k] [K, B, ...]`` is the per-context delta that tokens ``[k*block, (k+1)*block)`` read (``K`` blocks
+    cover ``n [B, T, D]``; the last may be partial). One matmul over every token with the meta weights, and one
+    batched matmul over the ``K * B`` blocks with their deltas: a sequence read in one call instead of one per
+    block. ``with_preactivation``: return ``(y, z)``.
+    """
+    z = F.linear(n, meta["W1"], meta["b1"])
+    if delta is not None:
+        z = blocked_matmul(n, delta["W1"], block, base=z, bias=delta["b1"])
+    h = F.gelu(z)
+    y = F.linear(h, meta["W2"], meta["b2"])
+    if delta is not None:
+        y = blocked_matmul(h, delta["W2"], block, base=y, bias=delta["b2"])
+    return (y, z) if with_preactivation else y
+
+
 def fast_mlp_grads(n: torch.Tensor, z: torch.Tensor, h: torch.Tensor, W2: torch.Tensor,
                    e: torch.Tensor) -> dict[str, torch.Tensor]:
     """Sum over tokens of the per-token gradients of ``<y_t, e_t>`` (= the inner loss's) w.r.t. the weights.
@@ -83,10 +122,20 @@ def fast_mlp_grads(n: torch.Tensor, z: torch.Tensor, h: torch.Tensor, W2: torch.
 
 
 def fast_mlp_step(n: torch.Tensor, z: torch.Tensor, h: torch.Tensor, W2: torch.Tensor, e: torch.Tensor,
-                  scale: float, delta: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
-    """``delta + scale * fast_mlp_grads(...)`` (``delta=None``: zero) with the step fused into each GEMM."""
+                  scale: float, delta: dict[str, torch.Tensor] | None,
+                  out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """``delta + scale * fast_mlp_grads(...)`` (``delta=None``: zero) with the step fused into each GEMM.
+
+    ``out`` (with a ``delta``, outside autograd): tensors to write the new deltas into.
+    """
     n, z, h, W2 = n.detach(), z.detach(), h.detach(), W2.detach()
     gz = torch.ops.aten.gelu_backward(torch.bmm(e, W2), z)
+    if out is not None:
+        torch.baddbmm(delta["W1"], gz.transpose(1, 2), n, alpha=scale, out=out["W1"])
+        torch.add(delta["b1"], gz.sum(1), alpha=scale, out=out["b1"])
+        torch.baddbmm(delta["W2"], e.transpose(1, 2), h, alpha=scale, out=out["W2"])
+        torch.add(delta["b2"], e.sum(1), alpha=scale, out=out["b2"])
+        return out
     if delta is None:
         return {"W1": torch.bmm(gz.transpose(1, 2), n) * scale, "b1": gz.sum(1) * scale,
                 "W2": torch.bmm(e.transpose(1, 2), h) * scale, "b2": e.sum(1) * scale}

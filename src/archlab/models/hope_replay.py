@@ -1,0 +1,246 @@
+"""HOPE's training forward in two passes: online without autograd, then the whole sequence at once with it.
+
+The online contract (:mod:`archlab.models.hope`) makes every model chunk wait for the previous chunk's writes,
+and those wait for its logits at the top of the model: a 512-token sequence at chunk 8 is 64 sequential passes
+through every layer. Run with autograd, each pass records a graph of hundreds of small ops, and the backward
+walks them all again.
+
+But with the writes fixed, nothing in the model is sequential any more: a write is stop-gradient (its features
+and the teach signal are detached), so each fast memory's per-context weights are constants that change every
+``period`` tokens. ``replay_forward`` therefore
+
+1. runs the online forward under ``torch.no_grad``, recording, for every fast memory of every layer, the deltas
+   each model chunk read (and, where a learned self-modifier shapes the Titans memory's error, what each write
+   was computed from);
+2. runs the model once more over the whole sequence with autograd: attention over all tokens in one call, and
+   each fast memory read as one matmul with its meta weights plus one batched matmul over its blocks of
+   ``period`` tokens with the recorded deltas (:func:`archlab.ops.cms.fast_mlp_read_blocked`). The learned
+   self-modifier's writes are rebuilt with their graph in one batched step over every write, summed in order.
+
+Same loss and gradients as the online forward with autograd (``train_replay: false``), held equal by
+``tests/models/test_hope_replay.py``. The second pass keeps one delta per block and memory alive for the
+backward, as the online graph does (it saves each read's delta). Used for training calls only: a call with a
+cache, a padding mask, the per-layer teach signal, self-modifying Titans blocks (their DGD writes are not
+replayed yet) or a learned self-modifier with the inner momentum or preconditioner runs the online forward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers.cache_utils import DynamicCache
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from archlab.nn.loss import causal_lm_loss
+from archlab.ops.cms import PARAMS, blocked_matmul, fast_mlp_read_blocked
+
+
+def can_replay(model, use_cache: bool, key_mask: torch.Tensor | None) -> bool:
+    config = model.config
+    if not (config.train_replay and torch.is_grad_enabled() and model.has_fast_state):
+        return False
+    if use_cache or key_mask is not None or config.per_layer_teach_signal or config.block_type == "hope_selfmod":
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    learned = config.uses_titan() and config.selfmod == "learned"
+    return not (learned and (config.inner_momentum or config.inner_precond))
+
+
+def _fast_memories(layer) -> list:
+    memories = [layer.titan.mem] if layer.titan is not None else []
+    return memories + (list(layer.cms.levels) if layer.cms is not None else [])
+
+
+def _learned_titan(layer):
+    titan = layer.titan
+    return titan if titan is not None and titan.mode == "learned" and titan.selfmod is not None else None
+
+
+class Slots:
+    """One buffer ``[K, B, ...]`` per weight of a fast memory: block k's delta is slot k (slot 0: the delta the call
+    starts from). The recording pass writes every write straight into the next slot, so the replay reads all blocks
+    from one tensor without stacking copies."""
+
+    def __init__(self, mem, st, batch: int, tokens: int):
+        blocks = max(1, -(-tokens // mem.period))
+        self.buffers = {}
+        for k in PARAMS:
+            meta = getattr(mem, k)
+            buf = torch.empty(blocks, batch, *meta.shape, dtype=torch.float32, device=meta.device)
+            start = st.values.get(f"{mem.name}.d.{k}")
+            buf[0].copy_(start) if start is not None else buf[0].zero_()
+            st.values[f"{mem.name}.d.{k}"] = buf[0]
+            self.buffers[k] = buf
+        self.filled = 1
+
+    def next(self) -> dict[str, torch.Tensor] | None:
+        """The slot the next write goes to (None past the last block: nothing in this call reads it)."""
+        if self.filled >= len(self.buffers["W1"]):
+            return None
+        self.filled += 1
+        return {k: buf[self.filled - 1] for k, buf in self.buffers.items()}
+
+
+class PrefixKV:
+    """The recording pass's keys and values (no autograd): one buffer per layer, each chunk's attention reads the
+    prefix as a view instead of a concatenated copy."""
+
+    def __init__(self, tokens: int):
+        self.tokens = tokens
+        self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *args, **kwargs):
+        if layer_idx not in self.buffers:
+            b, h, _, d = keys.shape
+            self.buffers[layer_idx] = (keys.new_empty(b, h, self.tokens, d), values.new_empty(b, h, self.tokens, d), [0])
+        kbuf, vbuf, length = self.buffers[layer_idx]
+        start, end = length[0], length[0] + keys.shape[2]
+        kbuf[:, :, start:end] = keys
+        vbuf[:, :, start:end] = values
+        length[0] = end
+        return kbuf[:, :, :end], vbuf[:, :, :end]
+
+
+def start_recording(model, states, batch: int, tokens: int) -> None:
+    """Called by the recording forward on its fresh layer states (memorized deltas already loaded)."""
+    for layer, st in zip(model.model.layers, states, strict=True):
+        st.record = {}
+        for mem in _fast_memories(layer):
+            st.record[f"{mem.name}:slots"] = Slots(mem, st, batch, tokens)
+        titan = _learned_titan(layer)
+        if titan is not None:
+            st.record[f"{titan.mem.name}:writes"] = []
+            st.record[f"{titan.mem.name}:errors"] = []
+
+
+def _reads_match_blocks(reads: list[tuple[int, dict]], slots: Slots, period: int, tokens: int) -> bool:
+    """Every block of ``period`` tokens read its own slot (the recording pass kept the online contract)."""
+    position, blocks = 0, slots.buffers["W1"]
+    for count, delta in reads:
+        block = position // period
+        if block != (position + count - 1) // period or delta is None:
+            return False
+        if delta["W1"].data_ptr() != blocks[block].data_ptr():
+            return False
+        position += count
+    return position == tokens
+
+
+class _ReadWithWrites(torch.autograd.Function):
+    """A Titans memory read over the whole sequence whose recorded deltas came from writes with a learned error.
+
+    Block k reads ``W0 + D_k`` with ``D_k = D_0 - lr * sum_{j<k} grads(e_j)`` (write j made of block j's tokens);
+    the values of ``D_k`` were recorded, so the forward is :func:`fast_mlp_read_blocked`. A write is linear in its
+    error with stop-gradient features, so ``dL/de_j`` is a sum over the tokens of later blocks, computed here as
+    a masked product over token pairs (as linear attention's dual form), never as per-block weight gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, n, W1, b1, W2, b2, e, deltas, writes, lr, block):
+        meta = {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
+        y, z = fast_mlp_read_blocked(n, meta, deltas, block, with_preactivation=True)
+        ctx.save_for_backward(n, z, W1, W2, e, *writes)
+        ctx.deltas, ctx.lr, ctx.block = deltas, lr, block
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        n, z, W1, W2, e, wn, wz, wh, w2 = ctx.saved_tensors
+        deltas, block = ctx.deltas, ctx.block
+        h = F.gelu(z)
+        gh = blocked_matmul(gy, deltas["W2"], block, base=gy @ W2, transpose=False)
+        gz = torch.ops.aten.gelu_backward(gh, z)
+        gn = blocked_matmul(gz, deltas["W1"], block, base=gz @ W1, transpose=False)
+        grads = [gn, gz.flatten(0, 1).t() @ n.flatten(0, 1), gz.sum((0, 1)),
+                 gy.flatten(0, 1).t() @ h.flatten(0, 1), gy.sum((0, 1))]
+        writes, b, period = wn.shape[:3]
+        tokens = writes * period
+        later = (torch.arange(n.shape[1], device=n.device) // block)[None, :] > \
+            (torch.arange(tokens, device=n.device) // period)[:, None]
+
+        def pulled(keys_w, keys_r, values):  # sum over later-block tokens t of values_t (k_w . k_t + 1)
+            w = keys_w.transpose(0, 1).reshape(b, tokens, -1)
+            scores = torch.baddbmm(torch.ones((), dtype=w.dtype, device=w.device), w, keys_r.transpose(1, 2))
+            return (scores * later).bmm(values)
+
+        scale = -ctx.lr
+        grad_gz = scale * pulled(wn, n, gz).view(b, writes, period, -1).transpose(0, 1)
+        grad_e = torch.bmm(torch.ops.aten.gelu_backward(grad_gz, wz).flatten(0, 1), w2.flatten(0, 1).transpose(1, 2))
+        grad_e = grad_e.view_as(e) + scale * pulled(wh, h, gy).view(b, writes, period, -1).transpose(0, 1)
+        return (*grads, grad_e, None, None, None, None)
+
+
+def _titan_read_with_graph(titan, record: dict, deltas: dict[str, torch.Tensor], block: int):
+    """The Titans memory's replayed read, differentiable w.r.t. the learned self-modifier through every write."""
+    blocks = deltas["W1"].shape[0]
+    writes = record[f"{titan.mem.name}:writes"][: blocks - 1]
+    if not writes:
+        return lambda n, meta: fast_mlp_read_blocked(n, meta, deltas, block)
+    a, m, delta, mask = (torch.cat(parts, 1) for parts in zip(*record[f"{titan.mem.name}:errors"], strict=True))
+    stacked = tuple(torch.stack(parts) for parts in zip(*writes, strict=True))  # n, z, h, w2: [J, B, P, ...]
+    count, b, period = stacked[0].shape[:3]
+    if period != block:
+        return None
+
+    def read(n, meta):
+        from archlab.models.hope import exact
+        with exact(n):
+            e = delta + titan.selfmod(a.float(), m.float(), delta) * mask[..., None]
+            e = e[:, : count * period].to(n.dtype).view(b, count, period, -1).transpose(0, 1)
+            return _ReadWithWrites.apply(n, meta["W1"], meta["b1"], meta["W2"], meta["b2"], e, deltas, stacked,
+                                         titan.mem.lr, block)
+    return read
+
+
+def _replay_plan(layer, record: dict, tokens: int) -> dict | None:
+    """``{memory name: read(n, meta) -> y}``, or None where the reads did not follow the blocks."""
+    plan = {}
+    titan = _learned_titan(layer)
+    for mem in _fast_memories(layer):
+        slots = record[f"{mem.name}:slots"]
+        if not _reads_match_blocks(record.get(mem.name, []), slots, mem.period, tokens):
+            return None
+        deltas, block = slots.buffers, mem.period
+        if titan is not None and mem is titan.mem:
+            read = _titan_read_with_graph(titan, record, deltas, block)
+            if read is None:
+                return None
+        else:
+            def read(n, meta, deltas=deltas, block=block):
+                return fast_mlp_read_blocked(n, meta, deltas, block)
+        plan[mem.name] = read
+    return plan
+
+
+def replay_forward(model, input_ids, inputs_embeds, labels, logits_to_keep: int) -> CausalLMOutputWithPast | None:
+    """The training forward of the module docstring; None where the recorded reads cannot be replayed."""
+    from archlab.models.hope import LayerState, _head_logits
+    tokens = input_ids.shape[1]
+    model._keep_states, model._recording = True, tokens
+    try:
+        with torch.no_grad():
+            model(input_ids=input_ids, inputs_embeds=inputs_embeds, labels=labels, use_cache=False)
+        states, chunk_logits = model._last_states[0], model._recorded_logits
+    finally:
+        model._keep_states, model._recording, model._last_states, model._recorded_logits = False, 0, None, None
+    replay_states = []
+    for layer, st in zip(model.model.layers, states, strict=True):
+        plan = _replay_plan(layer, st.record, tokens)
+        if plan is None:
+            return None
+        replay = LayerState()
+        replay.replay = plan
+        replay_states.append(replay)
+    del states
+    x = model.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+    work = DynamicCache(config=model.config)
+    for layer, st in zip(model.model.layers, replay_states, strict=True):
+        x = layer(x, st, work, 0, None)
+    hidden = model.model.norm(x)
+    if logits_to_keep:
+        hidden = hidden[:, -logits_to_keep:]
+    # the recording pass's logits are these logits (to rounding): reused, with the head's gradient attached
+    logits = _head_logits(hidden, model.lm_head.weight, chunk_logits, logits_to_keep)
+    loss = causal_lm_loss(logits, labels) if labels is not None else None
+    return CausalLMOutputWithPast(loss=loss, logits=logits)

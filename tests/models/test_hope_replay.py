@@ -1,0 +1,116 @@
+"""HOPE's two-pass training forward (``archlab.models.hope_replay``) equals the online forward with autograd."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import archlab.models.hope_replay as replay
+from archlab.models import HopeConfig, HopeForCausalLM
+
+VOCAB = 61
+
+
+def model(replayed: bool, **overrides) -> HopeForCausalLM:
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, cms_hidden_multiplier=2,
+               titan_hidden_multiplier=2, eos_token_id=None, teach_scale=2.0, train_replay=replayed)
+    return HopeForCausalLM(HopeConfig(**{**cfg, **overrides}))
+
+
+@pytest.fixture
+def replays(monkeypatch):
+    """How many forwards ran the replay (and did not fall back to the online forward)."""
+    calls = []
+    original = replay.replay_forward
+
+    def counted(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(replay, "replay_forward", counted)
+    return calls
+
+
+def loss_and_grads(m: HopeForCausalLM, ids: torch.Tensor, **kwargs):
+    out = m(input_ids=ids, labels=ids, **kwargs)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    return out.loss.detach(), out.logits.detach(), grads, m.inner_telemetry()
+
+
+def assert_same(online, replayed):
+    loss0, logits0, grads0, tel0 = online
+    loss1, logits1, grads1, tel1 = replayed
+    torch.testing.assert_close(loss1, loss0, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(logits1, logits0, atol=1e-5, rtol=1e-5)
+    assert grads1.keys() == grads0.keys()
+    for name, g in grads0.items():
+        torch.testing.assert_close(grads1[name], g, atol=1e-6 * max(1.0, float(g.abs().max())), rtol=1e-4,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+    assert tel1 == tel0
+
+
+CASES = {
+    "hybrid, learned self-modifier": dict(block_type="hope_hybrid", cms_periods=[4, 8, 16], titan_period=4),
+    "hybrid, frozen self-modifier": dict(block_type="hope_hybrid", cms_periods=[4, 12], selfmod="frozen"),
+    "hybrid, teach-only": dict(block_type="hope_hybrid", cms_periods=[2, 6], selfmod="none"),
+    "attention, momentum + preconditioner": dict(block_type="hope_attention", cms_periods=[3, 9], inner_momentum=0.9,
+                                                 inner_precond=True),
+    "titan baseline": dict(block_type="titan", titan_period=5),
+    "gated": dict(block_type="hope_hybrid", cms_periods=[4, 8], surprise_threshold=0.9),
+}
+
+
+@pytest.mark.parametrize("length", [37, 48])
+@pytest.mark.parametrize("case", list(CASES))
+def test_replayed_training_forward_equals_the_online_one(case, length, replays):
+    ids = torch.randint(0, VOCAB, (2, length), generator=torch.Generator().manual_seed(1))
+    online = loss_and_grads(model(False, **CASES[case]), ids)
+    assert replays == []
+    replayed = loss_and_grads(model(True, **CASES[case]), ids)
+    assert replays == [True]
+    assert_same(online, replayed)
+
+
+def test_the_learned_self_modifier_still_learns_through_its_writes_when_replayed(replays):
+    ids = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(2))
+    _, _, grads, _ = loss_and_grads(model(True, **CASES["hybrid, learned self-modifier"]), ids)
+    assert replays == [True]
+    selfmod = [g for n, g in grads.items() if ".selfmod." in n]
+    assert selfmod and all(float(g.abs().sum()) > 0 for g in selfmod)
+
+
+def test_replay_starts_from_the_memorized_state(replays):
+    ids = torch.randint(0, VOCAB, (2, 20), generator=torch.Generator().manual_seed(3))
+    context = torch.randint(0, VOCAB, (1, 16), generator=torch.Generator().manual_seed(4))
+    results = []
+    for replayed in (False, True):
+        m = model(replayed, **CASES["hybrid, learned self-modifier"])
+        m.memorize(context)
+        results.append(loss_and_grads(m, ids))
+    assert replays == [True]
+    assert_same(*results)
+
+
+@pytest.mark.parametrize("why", ["padding mask", "cache", "per-layer teach signal", "selfmod titans",
+                                 "learned self-modifier with momentum", "no grad", "switched off"])
+def test_calls_the_replay_does_not_cover_run_online(why, replays):
+    overrides = dict(CASES["hybrid, learned self-modifier"])
+    kwargs = {}
+    ids = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(5))
+    if why == "padding mask":
+        kwargs["attention_mask"] = torch.ones_like(ids).index_fill_(1, torch.tensor([0]), 0)
+    elif why == "cache":
+        kwargs["use_cache"] = True
+    elif why == "per-layer teach signal":
+        overrides["per_layer_teach_signal"] = True
+    elif why == "selfmod titans":
+        overrides = dict(block_type="hope_selfmod", cms_periods=[8], selfmod_chunk_size=4, selfmod_chunk_size_memory=8)
+    elif why == "learned self-modifier with momentum":
+        overrides["inner_momentum"] = 0.5
+    m = model(why != "switched off", **overrides)
+    with torch.set_grad_enabled(why != "no grad"):
+        m(input_ids=ids, labels=ids, **kwargs)
+    assert replays == []
