@@ -114,3 +114,23 @@ def test_calls_the_replay_does_not_cover_run_online(why, replays):
     with torch.set_grad_enabled(why != "no grad"):
         m(input_ids=ids, labels=ids, **kwargs)
     assert replays == []
+
+
+def test_slot_buffers_are_reused_across_steps_but_never_while_a_graph_holds_them(replays):
+    """Two forwards before their backwards (the first graph still holds its buffers) give the online gradients."""
+    ids = [torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(s)) for s in (6, 7)]
+    results = {}
+    for replayed in (False, True):
+        m = model(replayed, **CASES["hybrid, learned self-modifier"])
+        losses = [m(input_ids=x, labels=x).loss for x in ids]
+        (losses[0] + 2 * losses[1]).backward()
+        results[replayed] = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+        if replayed:  # a later step, its graphs gone, takes the kept buffers again
+            kept = {key: buf for key, (buf, _) in m._slot_pool.buffers.items()}
+            m.zero_grad()
+            m(input_ids=ids[0], labels=ids[0]).loss.backward()
+            assert kept and all(m._slot_pool.buffers[key][0] is buf for key, buf in kept.items())
+            assert len(kept) == len(m._slot_pool.buffers)
+    assert replays == [True, True, True]
+    for name, g in results[False].items():
+        torch.testing.assert_close(results[True][name], g, atol=1e-6, rtol=1e-4)

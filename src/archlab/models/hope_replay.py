@@ -17,6 +17,9 @@ and the teach signal are detached), so each fast memory's per-context weights ar
    ``period`` tokens with the recorded deltas (:func:`archlab.ops.cms.fast_mlp_read_blocked`). The learned
    self-modifier's writes are rebuilt with their graph in one batched step over every write, summed in order.
 
+On CPU the per-block buffers are kept from one step to the next (:class:`SlotPool`): a fresh ~100 MB of them
+page-faults on every step, and PyTorch has no caching allocator there.
+
 Same loss and gradients as the online forward with autograd (``train_replay: false``), held equal by
 ``tests/models/test_hope_replay.py``. The second pass keeps one delta per block and memory alive for the
 backward, as the online graph does (it saves each read's delta). Used for training calls only: a call with a
@@ -57,17 +60,43 @@ def _learned_titan(layer):
     return titan if titan is not None and titan.mode == "learned" and titan.selfmod is not None else None
 
 
+def _storage_users(tensor: torch.Tensor) -> int | None:
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    return count(tensor.untyped_storage()._cdata) if count is not None else None
+
+
+class SlotPool:
+    """Slot buffers kept from one training step to the next on CPU, where a fresh buffer costs a page fault per 4 KiB
+    on first touch (no caching allocator there). A buffer is handed out again only once nothing else holds its
+    storage (the previous step's graph is gone); otherwise a new one is allocated."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[tuple, tuple[torch.Tensor, int | None]] = {}
+
+    def take(self, key: tuple, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        # handed out as a view: whoever keeps it (a saved tensor, a ctx attribute) counts as a user of the storage
+        kept = self.buffers.get(key)
+        if kept is not None and kept[0].shape == shape and kept[1] is not None and _storage_users(kept[0]) == kept[1]:
+            return kept[0].view(shape)
+        buf = torch.empty(shape, dtype=torch.float32, device=device)
+        if device.type == "cpu":
+            self.buffers[key] = (buf, _storage_users(buf))
+        return buf.view(shape)
+
+
 class Slots:
     """One buffer ``[K, B, ...]`` per weight of a fast memory: block k's delta is slot k (slot 0: the delta the call
     starts from). The recording pass writes every write straight into the next slot, so the replay reads all blocks
     from one tensor without stacking copies."""
 
-    def __init__(self, mem, st, batch: int, tokens: int):
+    def __init__(self, mem, st, batch: int, tokens: int, pool: SlotPool | None = None):
         blocks = max(1, -(-tokens // mem.period))
         self.buffers = {}
         for k in PARAMS:
             meta = getattr(mem, k)
-            buf = torch.empty(blocks, batch, *meta.shape, dtype=torch.float32, device=meta.device)
+            shape = (blocks, batch, *meta.shape)
+            buf = (pool.take((id(mem), k), shape, meta.device) if pool is not None else
+                   torch.empty(shape, dtype=torch.float32, device=meta.device))
             start = st.values.get(f"{mem.name}.d.{k}")
             buf[0].copy_(start) if start is not None else buf[0].zero_()
             st.values[f"{mem.name}.d.{k}"] = buf[0]
@@ -104,10 +133,11 @@ class PrefixKV:
 
 def start_recording(model, states, batch: int, tokens: int) -> None:
     """Called by the recording forward on its fresh layer states (memorized deltas already loaded)."""
+    pool = model.__dict__.setdefault("_slot_pool", SlotPool())
     for layer, st in zip(model.model.layers, states, strict=True):
         st.record = {}
         for mem in _fast_memories(layer):
-            st.record[f"{mem.name}:slots"] = Slots(mem, st, batch, tokens)
+            st.record[f"{mem.name}:slots"] = Slots(mem, st, batch, tokens, pool)
         titan = _learned_titan(layer)
         if titan is not None:
             st.record[f"{titan.mem.name}:writes"] = []
@@ -140,14 +170,15 @@ class _ReadWithWrites(torch.autograd.Function):
     def forward(ctx, n, W1, b1, W2, b2, e, deltas, writes, lr, block):
         meta = {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
         y, z = fast_mlp_read_blocked(n, meta, deltas, block, with_preactivation=True)
-        ctx.save_for_backward(n, z, W1, W2, e, *writes)
-        ctx.deltas, ctx.lr, ctx.block = deltas, lr, block
+        # saved tensors, not ctx attributes: released by the backward even while the graph's nodes live on
+        ctx.save_for_backward(n, z, W1, W2, e, *writes, *(deltas[k] for k in PARAMS))
+        ctx.lr, ctx.block = lr, block
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        n, z, W1, W2, e, wn, wz, wh, w2 = ctx.saved_tensors
-        deltas, block = ctx.deltas, ctx.block
+        n, z, W1, W2, e, wn, wz, wh, w2, *deltas = ctx.saved_tensors
+        deltas, block = dict(zip(PARAMS, deltas, strict=True)), ctx.block
         h = F.gelu(z)
         gh = blocked_matmul(gy, deltas["W2"], block, base=gy @ W2, transpose=False)
         gz = torch.ops.aten.gelu_backward(gh, z)
