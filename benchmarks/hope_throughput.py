@@ -3,8 +3,10 @@
 All variants are ``HopeForCausalLM`` with the same width, depth and heads, trained with AdamW on the same random
 batch; ``transformer`` is the backbone with a plain MLP (no fast memories). The HOPE variants run their fast
 writes online in model chunks of ``online_chunk`` tokens (the gcd of the update periods): the CMS periods set
-that chunk, and with it how many sequential model chunks a sequence needs. Target: <= 3x the transformer's step time
-at seq 512 on CPU.
+that chunk, and with it how many sequential model chunks a sequence needs. A training step runs that online pass
+without autograd and replays the sequence with it in batched matmuls (``train_replay``, the default;
+``archlab.models.hope_replay``); ``--online`` times the online pass with autograd instead. Target: <= 3x the
+transformer's step time at seq 512 on CPU.
 
     python -m benchmarks.hope_throughput [--seq 512] [--batch 4] [--hidden 128] [--layers 4] [--steps 3]
     OMP_NUM_THREADS=1 python -m benchmarks.hope_throughput --cpu-time   # on a shared machine
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=None, help="variant names (default: all)")
+    parser.add_argument("--online", action="store_true", help="train_replay=false: the online pass with autograd")
     parser.add_argument("--cpu-time", action="store_true", help="time by this process's CPU seconds (with one "
                         "thread: steadier than wall time on a shared machine)")
     args = parser.parse_args()
@@ -70,7 +73,7 @@ def main() -> None:
             continue
         cfg = HopeConfig(vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
                          num_attention_heads=4, cms_hidden_multiplier=2, titan_hidden_multiplier=2,
-                         eos_token_id=None, **extra)
+                         eos_token_id=None, train_replay=not args.online, **extra)
         model = HopeForCausalLM(cfg)
         clock = time.process_time if args.cpu_time else time.perf_counter
         t = statistics.median(step_times(model, ids, args.steps, args.warmup, clock))

@@ -82,6 +82,14 @@ def test_compile_rule(monkeypatch):
     fast = CompileDecision("auto", 1000, "cpu")
     assert [fast.observe(0.05, i + 1) for i in range(PROBE_STEPS)][-1] is False
     assert "expected compile time" in fast.reason
+    # a model that says why not stays eager under auto, however long the run; an explicit true still compiles
+    from archlab.models import HopeConfig, HopeForCausalLM
+    tiny = dict(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2)
+    why = HopeForCausalLM(HopeConfig(**tiny)).compile_auto_opt_out
+    assert why and not HopeForCausalLM(HopeConfig(block_type="transformer", **tiny)).compile_auto_opt_out
+    hope = CompileDecision("auto", 10_000, "cpu", model_opts_out=why)
+    assert hope.decided is False and hope.reason == f"auto: {why}" and hope.observe(1.0, 1) is False
+    assert CompileDecision(True, 10_000, "cpu", model_opts_out=why).decided is True
 
 
 def test_compile_cost_is_remembered_in_eager_steps_so_a_busy_machine_does_not_mislead_a_quiet_one(tmp_path,

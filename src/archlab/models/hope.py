@@ -567,6 +567,14 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
     def has_fast_state(self) -> bool:
         return bool(self.config.fast_periods())
 
+    @property
+    def compile_auto_opt_out(self) -> str:
+        """Why ``train.torch_compile: auto`` leaves this model eager (empty: it may compile)."""
+        if not self.has_fast_state:
+            return ""
+        return ("HOPE's online chunk loop unrolls into one graph per sequence (every layer once per model chunk), "
+                "too large to compile; its training forward is batched by the replay instead")
+
     # ------------------------------------------------------------------ teach signal
     def teach_signal(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token ``dCE_t/dh_t`` at the head input (summed loss: no 1/N), and the valid-target mask.

@@ -12,7 +12,7 @@ Precision (``resolve_precision``), for ``bf16: auto``:
 Autocast keeps the master weights and the optimizer state in fp32 either way.
 
 Compilation (``CompileDecision``), for ``torch_compile: auto``: a run shorter than ``MIN_STEPS`` optimizer
-steps never compiles (tests, smoke runs). A longer run trains its first ``PROBE_STEPS`` steps eagerly, takes
+steps never compiles (tests, smoke runs), nor does a model whose ``compile_auto_opt_out`` says why not. A longer run trains its first ``PROBE_STEPS`` steps eagerly, takes
 the median eager step time ``t`` of the last ``PROBE_STEPS - 1`` of them, and compiles when the time the
 compiled model saves on the remaining ``R`` steps at an assumed ``ASSUMED_SPEEDUP`` (1.2x, what Inductor gave
 archlab's decoder on CPU) repays the expected compile time ``C``::
@@ -117,12 +117,15 @@ class CompileDecision:
     step_seconds: list[float] = field(default_factory=list)
     decided: bool | None = None
     reason: str = ""
+    model_opts_out: str = ""  # the model's ``compile_auto_opt_out``: why ``auto`` should never compile it
 
     def __post_init__(self) -> None:
         if self.setting is True:
             self.decided, self.reason = True, "train.torch_compile=true"
         elif self.setting is False:
             self.decided, self.reason = False, "train.torch_compile=false"
+        elif self.model_opts_out:
+            self.decided, self.reason = False, f"auto: {self.model_opts_out}"
         elif self.total_steps < MIN_STEPS:
             self.decided, self.reason = False, f"auto: {self.total_steps} steps < {MIN_STEPS}"
 

@@ -168,7 +168,8 @@ class Trainer:
             # never reads: a wasted pass over the largest tensor of a small model's step
             self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
         self.compile = CompileDecision(False if self.sharded else cfg.torch_compile, total,
-                                       self.accelerator.device.type)
+                                       self.accelerator.device.type,
+                                       model_opts_out=getattr(model, "compile_auto_opt_out", "") or "")
         self.compiled = False
         self._compiled_step_seconds: list[float] = []
         self._compile_logged = False
