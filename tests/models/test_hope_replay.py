@@ -134,3 +134,10 @@ def test_slot_buffers_are_reused_across_steps_but_never_while_a_graph_holds_them
     assert replays == [True, True, True]
     for name, g in results[False].items():
         torch.testing.assert_close(results[True][name], g, atol=1e-6, rtol=1e-4)
+
+
+def test_a_recording_that_cannot_be_replayed_falls_back_to_the_online_forward_counting_once(monkeypatch):
+    ids = torch.randint(0, VOCAB, (2, 20), generator=torch.Generator().manual_seed(8))
+    online = loss_and_grads(model(False, **CASES["gated"]), ids)
+    monkeypatch.setattr(replay, "_replay_plan", lambda *args: None)
+    assert_same(online, loss_and_grads(model(True, **CASES["gated"]), ids))

@@ -14,8 +14,9 @@ and the teach signal are detached), so each fast memory's per-context weights ar
    was computed from);
 2. runs the model once more over the whole sequence with autograd: attention over all tokens in one call, and
    each fast memory read as one matmul with its meta weights plus one batched matmul over its blocks of
-   ``period`` tokens with the recorded deltas (:func:`archlab.ops.cms.fast_mlp_read_blocked`). The learned
-   self-modifier's writes are rebuilt with their graph in one batched step over every write, summed in order.
+   ``period`` tokens with the recorded deltas (:func:`archlab.ops.cms.fast_mlp_read_blocked`). Where a learned
+   self-modifier shapes the Titans writes, the read's backward also returns the gradient of every write's error
+   (:class:`_ReadWithWrites`), so the self-modifier learns as it does online.
 
 On CPU the per-block buffers are kept from one step to the next (:class:`SlotPool`): a fresh ~100 MB of them
 page-faults on every step, and PyTorch has no caching allocator there.
@@ -248,6 +249,7 @@ def replay_forward(model, input_ids, inputs_embeds, labels, logits_to_keep: int)
     """The training forward of the module docstring; None where the recorded reads cannot be replayed."""
     from archlab.models.hope import LayerState, _head_logits
     tokens = input_ids.shape[1]
+    counted = {k: v.clone() for k, v in model._tel().items()}  # restored if the online forward has to run after all
     model._keep_states, model._recording = True, tokens
     try:
         with torch.no_grad():
@@ -259,6 +261,7 @@ def replay_forward(model, input_ids, inputs_embeds, labels, logits_to_keep: int)
     for layer, st in zip(model.model.layers, states, strict=True):
         plan = _replay_plan(layer, st.record, tokens)
         if plan is None:
+            model._telemetry = counted
             return None
         replay = LayerState()
         replay.replay = plan
