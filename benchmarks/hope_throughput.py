@@ -5,8 +5,9 @@ batch; ``transformer`` is the backbone with a plain MLP (no fast memories). The 
 writes online in model chunks of ``online_chunk`` tokens (the gcd of the update periods): the CMS periods set
 that chunk, and with it how many sequential model chunks a sequence needs. A training step runs that online pass
 without autograd and replays the sequence with it in batched matmuls (``train_replay``, the default;
-``archlab.models.hope_replay``); ``--online`` times the online pass with autograd instead. Target: <= 3x the
-transformer's step time at seq 512 on CPU.
+``archlab.models.hope_replay``); ``--online`` times the online pass with autograd instead, ``--compare-online``
+both. Every model trains one step per round, in interleaved rounds, so drift in the machine's speed weighs on all
+rows alike. Target: <= 3x the transformer's step time at seq 512 on CPU.
 
     python -m benchmarks.hope_throughput [--seq 512] [--batch 4] [--hidden 128] [--layers 4] [--steps 3]
     OMP_NUM_THREADS=1 python -m benchmarks.hope_throughput --cpu-time   # on a shared machine
@@ -32,20 +33,22 @@ VARIANTS = {
 }
 
 
-def step_times(model: torch.nn.Module, ids: torch.Tensor, steps: int, warmup: int,
-               clock=time.perf_counter) -> list[float]:
-    """Seconds per optimizer step (forward + backward + AdamW) after ``warmup`` untimed steps."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    model.train()
-    times = []
+def interleaved_step_times(models: dict[str, torch.nn.Module], ids: torch.Tensor, steps: int, warmup: int,
+                           clock=time.perf_counter) -> dict[str, list[float]]:
+    """Seconds per optimizer step (forward + backward + AdamW) of every model, one step each per round (the order
+    reversed every other round), so a machine whose speed drifts during the run weighs on every row alike."""
+    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    names = list(models)
     for i in range(warmup + steps):
-        start = clock()
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if i >= warmup:
-            times.append(clock() - start)
+        for name in names if i % 2 == 0 else names[::-1]:
+            model, optimizer = models[name].train(), optimizers[name]
+            start = clock()
+            model(input_ids=ids, labels=ids).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if i >= warmup:
+                times[name].append(clock() - start)
     return times
 
 
@@ -60,6 +63,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=None, help="variant names (default: all)")
     parser.add_argument("--online", action="store_true", help="train_replay=false: the online pass with autograd")
+    parser.add_argument("--compare-online", action="store_true", help="every HOPE variant both ways, side by side")
     parser.add_argument("--cpu-time", action="store_true", help="time by this process's CPU seconds (with one "
                         "thread: steadier than wall time on a shared machine)")
     args = parser.parse_args()
@@ -67,21 +71,26 @@ def main() -> None:
     ids = torch.randint(0, args.vocab, (args.batch, args.seq))
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, threads "
           f"{torch.get_num_threads()}; seq {args.seq}, batch {args.batch}, d={args.hidden}, {args.layers} layers")
-    base = None
+    models, chunks = {}, {}
     for name, extra in VARIANTS.items():
-        if args.only and not any(o in name for o in args.only):
+        if args.only and not any(o in name for o in args.only) and name != "transformer":
             continue
-        cfg = HopeConfig(vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
-                         num_attention_heads=4, cms_hidden_multiplier=2, titan_hidden_multiplier=2,
-                         eos_token_id=None, train_replay=not args.online, **extra)
-        model = HopeForCausalLM(cfg)
-        clock = time.process_time if args.cpu_time else time.perf_counter
-        t = statistics.median(step_times(model, ids, args.steps, args.warmup, clock))
-        base = t if name == "transformer" else base
+        modes = [False] if name == "transformer" else ([True, False] if args.compare_online else [not args.online])
+        for replay in modes:
+            label = name if len(modes) == 1 else f"{name}{'' if replay else ' online'}"
+            cfg = HopeConfig(vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
+                             num_attention_heads=4, cms_hidden_multiplier=2, titan_hidden_multiplier=2,
+                             eos_token_id=None, train_replay=replay, **extra)
+            torch.manual_seed(0)
+            models[label], chunks[label] = HopeForCausalLM(cfg), cfg.online_chunk
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    times = interleaved_step_times(models, ids, args.steps, args.warmup, clock)
+    base = statistics.median(times["transformer"])
+    for name, model in models.items():
+        t = statistics.median(times[name])
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        ratio = f"{t / base:5.2f}x" if base else "   - "
-        print(f"{name:42s} {params:6.2f}M params  chunk {cfg.online_chunk or '-':>3}  {t * 1000:8.1f} ms/step  "
-              f"{args.batch * args.seq / t:9.0f} tok/s  {ratio} transformer")
+        print(f"{name:49s} {params:6.2f}M params  chunk {chunks[name] or '-':>3}  {t * 1000:8.1f} ms/step  "
+              f"{args.batch * args.seq / t:9.0f} tok/s  {t / base:5.2f}x transformer")
 
 
 if __name__ == "__main__":
