@@ -141,3 +141,12 @@ def test_a_recording_that_cannot_be_replayed_falls_back_to_the_online_forward_co
     online = loss_and_grads(model(False, **CASES["gated"]), ids)
     monkeypatch.setattr(replay, "_replay_plan", lambda *args: None)
     assert_same(online, loss_and_grads(model(True, **CASES["gated"]), ids))
+
+
+def test_hooks_on_the_model_fire_once_per_training_call(replays):
+    m = model(True, **CASES["hybrid, learned self-modifier"])
+    calls = []
+    m.register_forward_hook(lambda module, args, out: calls.append(out.loss is not None))
+    ids = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(9))
+    m(input_ids=ids, labels=ids).loss.backward()
+    assert replays == [True] and calls == [True]

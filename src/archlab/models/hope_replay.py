@@ -252,8 +252,8 @@ def replay_forward(model, input_ids, inputs_embeds, labels, logits_to_keep: int)
     counted = {k: v.clone() for k, v in model._tel().items()}  # restored if the online forward has to run after all
     model._keep_states, model._recording = True, tokens
     try:
-        with torch.no_grad():
-            model(input_ids=input_ids, inputs_embeds=inputs_embeds, labels=labels, use_cache=False)
+        with torch.no_grad():  # forward, not __call__: the model's own hooks (FSDP's, a user's) fire once per call
+            model.forward(input_ids=input_ids, inputs_embeds=inputs_embeds, labels=labels, use_cache=False)
         states, chunk_logits = model._last_states[0], model._recorded_logits
     finally:
         model._keep_states, model._recording, model._last_states, model._recorded_logits = False, 0, None, None
