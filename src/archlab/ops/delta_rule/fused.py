@@ -89,49 +89,55 @@ def _intra_forward(q, k, v, beta, g, scale: float, KWB: torch.Tensor) -> tuple:
     return PWU[..., K:], (kb, A, P, D, eG, e_out, Tinv, WU, q_eff)
 
 
-def _intra_backward(q, k, v, beta, saved, scale: float, dPWU, dKWB, ddecay, out) -> tuple:
-    """Per-chunk part of the backward for one block, from dPWU = [-dq_eff | dO] and dKWB = [-dM | dB].
+def _intra_backward(q, k, v, beta, saved, scale: float, dO, S, H, out) -> tuple:
+    """Per-chunk part of the backward for one block, from dO, the chunk-start states S and H = dL/d(state after).
 
+    Everything goes through the values the chunk actually writes, V' = U - W S: the gradients of the forward's
+    [P W | P U] and [K_out^T W | K_out^T U] products collapse to dP = dO V'^T, dU = P^T dO + K_out H,
+    dW = -dU S^T and dK_out = V' H^T, all [C, 64]-sized GEMMs, and the transition gradient H S^T is never formed.
     Writes dq, dk, dv into the block's rows of ``out``; returns (dbeta, dg).
     """
     kb, A, P, D, eG, e_out, Tinv, WU, q_eff = saved
     Z, C, K = k.shape
     m = q.shape[1] // C
+    W, U = WU[..., :K], WU[..., K:]
     k_out = k if e_out is None else k * e_out[..., None]
-    # KWB = K_out^T WU, [PW | o_intra] = P WU, WU = T^-1 R
-    dk_out = torch.bmm(WU, dKWB.transpose(1, 2))
-    dWU = torch.bmm(k_out, dKWB)
-    dP = torch.bmm(dPWU, WU.transpose(1, 2))
-    dWU.baddbmm_(P.transpose(1, 2), dPWU)
-    dR = torch.bmm(Tinv.transpose(1, 2), dWU)
-    dA = torch.bmm(dR, WU.transpose(1, 2)).neg_().tril_(-1)
-    dR_w, dR_u = dR[..., :K], dR[..., K:]
+    v_new = torch.baddbmm(U, W, S, alpha=-1.0)
+    dq_in = torch.bmm(dO, S.transpose(1, 2))  # q_eff = q_in - P W meets dO through S
+    dP = torch.bmm(dO, v_new.transpose(1, 2))
+    dU = torch.bmm(k_out, H).baddbmm_(P.transpose(1, 2), dO)
+    dk_out = torch.bmm(v_new, H.transpose(1, 2))
+    dR_u = torch.bmm(Tinv.transpose(1, 2), dU)  # WU = T^-1 R, and dR_w = -dR_u S^T
+    dR_w_neg = torch.bmm(dR_u, S.transpose(1, 2))
+    dA = torch.bmm(dR_u, v_new.transpose(1, 2)).neg_().tril_(-1)
     torch.mul(dR_u, beta[..., None], out=out[2])
     dbeta = (dR_u * v).sum(-1)
-    dq_eff_neg = dPWU[..., :K]
     dg = None
     if D is None:
         dP.view(Z, m, C, C).tril_()
-        dkb, dk = dR_w, dk_out
-        dq = dq_eff_neg  # its -scale is applied by the last GEMM below (beta)
+        dkb = dR_w_neg.baddbmm_(dA, k, beta=-1.0)
+        dk = dk_out
+        dq, dq_beta = dq_in, scale
     else:
         E = dA * A
         E += (dP * P).view(Z, m, C, C).sum(1)  # P is zero above the diagonal, so dP needs no mask here
         dG = E.sum(-1) - E.sum(-2)
         dA.mul_(D)
         dP.view(Z, m, C, C).mul_(D[:, None])
-        dkb = dR_w * eG[..., None]
+        dkb = dR_w_neg.mul_(-eG[..., None])
         dG += (dkb * kb).sum(-1)  # R_w = kb * exp(G)
-        dq = (dq_eff_neg.view(Z, m, C, K) * (-scale * eG)[:, None, :, None]).view(Z, m * C, K)
+        dkb.baddbmm_(dA, k)
+        dq = (dq_in.view(Z, m, C, K) * (scale * eG)[:, None, :, None]).view(Z, m * C, K)
+        dq_beta = 1.0
         dG += (dq * q).sum(-1).view(Z, m, C).sum(1)  # q_in = scale * q * exp(G)
-        dk = dk_out * e_out[..., None]
+        dk = dk_out.mul_(e_out[..., None])
         t = (dk * k).sum(-1)  # K_out = k * exp(G_last - G)
+        ddecay = (H * S).sum((-2, -1))  # M = decay I - K_out^T W, dM = H S^T
         dG -= t
         dG[:, -1] += t.sum(-1) + ddecay * eG[:, -1]
         dg = dG.flip(-1).cumsum(-1).flip(-1)  # G = cumsum(g)
-    dkb = torch.baddbmm(dkb, dA, k)
-    dk = dk.baddbmm(dA.transpose(1, 2), kb).baddbmm_(dP.transpose(1, 2), q, alpha=scale)
-    torch.baddbmm(dq, dP, k, beta=-scale if D is None else 1.0, alpha=scale, out=out[0])
+    dk.baddbmm_(dA.transpose(1, 2), kb).baddbmm_(dP.transpose(1, 2), q, alpha=scale)
+    torch.baddbmm(dq, dP, k, beta=dq_beta, alpha=scale, out=out[0])
     torch.addcmul(dk, dkb, beta[..., None], out=out[1])
     dbeta += (dkb * k).sum(-1)
     return dbeta, dg
@@ -183,28 +189,18 @@ class ChunkDeltaRule(torch.autograd.Function):
             saved = [(kb, A, P, None, None, None, Tinv, WU, q_eff) for kb, A, P, Tinv, WU, q_eff in saved]
         if dO is None:
             dO = v.new_zeros(Z, q.shape[1], V)
-        # o = o_intra + q_eff S_n: dPWU = [-dq_eff | dO] filled in place instead of concatenated
+        # o = o_intra + q_eff S_n: chunk n's outputs reach its start state through q_eff^T dO
         Q = v.new_empty(Z, K, V)
-        dPWU = []
         for s, sv in zip(blocks, saved, strict=True):
-            d = v.new_empty(s.stop - s.start, q.shape[1], K + V)
-            torch.neg(torch.bmm(dO[s], starts[s].transpose(1, 2)), out=d[..., :K])
-            d[..., K:] = dO[s]
-            dPWU.append(d)
             torch.bmm(sv[-1].transpose(1, 2), dO[s], out=Q[s])
-        # S_{n+1} = M_n S_n + B_n, backwards; dB = gradient w.r.t. the state after each chunk
+        # S_{n+1} = M_n S_n + B_n, backwards; H_after = gradient w.r.t. the state after each chunk
         H_last = v.new_zeros(BH, K, V) if dS_last is None else dS_last.contiguous()
         H_after = v.new_empty(Z, K, V)
-        M_NBKK = KWB.view(N, BH, K, K + V)[..., :K]  # [M | B] per chunk
+        M_NBKK = KWB.view(N, BH, K, K + V)[..., :K]
         dh0 = _scan(M_NBKK, Q.view(N, BH, K, V), H_last, H_after.view(N, BH, K, V), reverse=True)
-        dKWB = v.new_empty(Z, K, K + V)
-        dKWB[..., K:] = H_after
         grads, dq, dk, dv = [], torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        for s, sv, d in zip(blocks, saved, dPWU, strict=True):
-            dM = torch.bmm(H_after[s], starts[s].transpose(1, 2))
-            ddecay = dM.diagonal(dim1=-2, dim2=-1).sum(-1)
-            torch.neg(dM, out=dKWB[s][..., :K])
+        for s, sv in zip(blocks, saved, strict=True):
             out = (dq[s], dk[s], dv[s])
-            grads.append(_intra_backward(q[s], k[s], v[s], beta[s], sv, scale, d, dKWB[s], ddecay, out))
+            grads.append(_intra_backward(q[s], k[s], v[s], beta[s], sv, scale, dO[s], starts[s], H_after[s], out))
         dbeta, dg = (None if x[0] is None else torch.cat(x) for x in zip(*grads, strict=True))
         return dq, dk, dv, dbeta, dg, (dh0 if ctx.has_h0 else None), None, None
