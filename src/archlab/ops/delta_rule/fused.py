@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-_BLOCK_BYTES = 1 << 19  # one [chunks, C, K + V] tensor of a block; a block's working set is ~20 of them
+_BLOCK_BYTES = 1 << 20  # one [chunks, C, K + V] tensor of a block (32 chunks at C = 64, K = V = 64)
 
 
 def _blocks(Z: int, C: int, X: int, itemsize: int) -> list[slice]:
@@ -32,16 +32,17 @@ def _scan(M_NBKK: torch.Tensor, B_NBKV: torch.Tensor, S_BKV: torch.Tensor, out_N
     Reverse (the adjoint, B = dL/d(before)): out[n] = dL/d(state after chunk n), starting from S_BKV at the
     end, H <- M_n^T H + B_n going down; returns dL/d(initial state). Every step writes a contiguous slab.
     """
-    N = M_NBKK.shape[0]
+    M, B, out = M_NBKK.unbind(0), B_NBKV.unbind(0), out_NBKV.unbind(0)  # views made once, not per step
+    N = len(M)
     if not reverse:
-        out_NBKV[0] = S_BKV
+        out[0].copy_(S_BKV)
         for n in range(N - 1):
-            torch.baddbmm(B_NBKV[n], M_NBKK[n], out_NBKV[n], out=out_NBKV[n + 1])
-        return torch.baddbmm(B_NBKV[N - 1], M_NBKK[N - 1], out_NBKV[N - 1])
-    out_NBKV[N - 1] = S_BKV
+            torch.baddbmm(B[n], M[n], out[n], out=out[n + 1])
+        return torch.baddbmm(B[N - 1], M[N - 1], out[N - 1])
+    out[N - 1].copy_(S_BKV)
     for n in range(N - 1, 0, -1):
-        torch.baddbmm(B_NBKV[n], M_NBKK[n].transpose(1, 2), out_NBKV[n], out=out_NBKV[n - 1])
-    return torch.baddbmm(B_NBKV[0], M_NBKK[0].transpose(1, 2), out_NBKV[0])
+        torch.baddbmm(B[n], M[n].transpose(1, 2), out[n], out=out[n - 1])
+    return torch.baddbmm(B[0], M[0].transpose(1, 2), out[0])
 
 
 def _intra_forward(q, k, v, beta, g, scale: float, KWB: torch.Tensor) -> tuple:
