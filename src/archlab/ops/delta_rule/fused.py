@@ -8,9 +8,9 @@ Autograd through that graph spends about as much time on elementwise passes over
 (decay masks, their gradients, cat/split copies, the per-chunk unbind/stack of the scan) as on the GEMMs.
 Here the decay is applied in place, the backward reads the saved decayed matrices to get the decay
 gradient as ``rowsum(dA * A) - colsum(dA * A)`` (d exp(G_i - G_j) / dG = +-exp(...)), the two scans write
-into preallocated buffers, and the per-chunk work runs over blocks of chunks small enough to stay in
-the CPU's L2 cache between one op and the next (about 25% faster than one pass over all chunks).
-``chunk.py`` stays the general form (delta product, state maps).
+into preallocated buffers, the backward goes through the written values V' = U - W S (README.md), and the
+per-chunk work runs over blocks of chunks small enough to stay in cache between one op and the next (faster
+than one pass over all chunks). ``chunk.py`` stays the general form (delta product, state maps).
 """
 
 from __future__ import annotations
