@@ -17,6 +17,14 @@ from tests.test_cli import cli, tiny_plan
 
 BOMB = "\n".join(["name: bomb", "defaults:", "  model:", "    config:", "      a: &a [x, x, x, x, x, x, x, x, x]"]
                  + [f"      {c}: &{c} [{', '.join([f'*{p}'] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi", strict=True)])
+ONE_RUN = """name: one
+defaults:
+  model: {model}
+  data: {{source: "embedded:wiki", tokenizer: embedded, block_size: 32}}
+  train: {{max_steps: 1, per_device_train_batch_size: 2}}
+axes: {{v: {{a: {{}}}}}}
+matrix: {{v: [a]}}
+"""
 
 
 def _write(tmp: Path, name: str, content: str | bytes) -> Path:
@@ -118,6 +126,14 @@ CASES = {
     "missing data file": (_plan(**{"defaults.data.source": "./no/such/file.txt"}), "data file not found"),
     "num_hidden_layers: 0": (_plan(**{"defaults.model.config.num_hidden_layers": 0}), "num_hidden_layers=0"),
     "max_steps: true": (_plan(**{"defaults.train.max_steps": True}), "'train.max_steps': a boolean is not a number"),
+    "model.config wrong type": (_plan(**{"defaults.model.config.num_hidden_layers": "two"}),
+                                "model.config.num_hidden_layers: input should be a valid integer"),
+    "model.config bool for a number": (_plan(**{"defaults.model.config.hidden_size": True}),
+                                       "model.config.hidden_size: a boolean is not a number"),
+    "strict config wrong type": (_file("gpt2.yaml", ONE_RUN.format(model="{arch: gpt2_variants, config: {n_embd: big}}")),
+                                 "model.config.n_embd: expected int, got str (value: 'big')"),
+    "hf_config wrong type": (_file("llama.yaml", ONE_RUN.format(model="{hf_config: {model_type: llama, hidden_size: big}}")),
+                             "model.hf_config.hidden_size: expected int, got str (value: 'big')"),
     "unknown mixer option": (_plan(**{"defaults.model.config.mixer_options": {"windw": 3}}), "mixer_options.attention: unknown key 'windw' (did you mean 'sliding_window'?)"),
     "rule on an unknown axis": (_plan(rules=[{"when": {"postion": "rope"}, "set": {"train.seed": 1}}]),
                                 "'postion' is no axis of this plan (did you mean 'pos'?)"),

@@ -18,6 +18,15 @@ def test_wrong_type_names_key_and_value():
         RunConfig.parse({"train": {"max_steps": "many"}})
 
 
+def test_a_wrong_value_of_a_union_field_is_one_problem_listing_the_choices():
+    with pytest.raises(ArchlabError) as info:
+        RunConfig.parse({"train": {"bf16": "sometimes"}})
+    assert str(info.value) == "'train.bf16': input should be a valid boolean or 'auto' (got 'sometimes')"
+    with pytest.raises(ArchlabError) as info:  # two fields wrong: two problems, not one union
+        RunConfig.parse({"train": {"max_steps": "x", "seed": "x"}})
+    assert "'train.max_steps'" in str(info.value) and "(and 1 more problem(s))" in str(info.value)
+
+
 def test_overrides_parse_yaml_scalars_and_nest():
     out = parse_overrides(["train.learning_rate=3e-4", "model.config.num_hidden_layers=4", "data.source=embedded:wiki",
                            "train.report_to=[wandb]"])

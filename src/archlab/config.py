@@ -85,6 +85,10 @@ def explain_validation_error(cls: type[BaseModel], exc: ValidationError, where: 
         return f"{prefix}missing required key '{key}'{more}"
     got = err.get("input")
     got_s = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+    alternatives = _union_alternatives(cls, exc.errors())
+    if alternatives:  # one wrong value of a union field (bf16: true | false | 'auto'), not several problems
+        key = ".".join(str(p) for p in err["loc"][:-1])
+        return f"{prefix}'{key}': input should be {alternatives} (got {got_s})"
     if err["type"] == "value_error":  # our own validators' messages, without pydantic's "Value error, "
         what = str(err.get("ctx", {}).get("error", err["msg"]))
         if not key:  # a model-level check: its sentence names the keys itself
@@ -92,6 +96,19 @@ def explain_validation_error(cls: type[BaseModel], exc: ValidationError, where: 
         got_part = "" if isinstance(got, dict | list) or got_s in what else f" (got {got_s})"
         return f"{prefix}'{key}': {what}{got_part}{more}"
     return f"{prefix}'{key}': {err['msg'].lower()} (got {got_s}){more}"
+
+
+def _union_alternatives(cls: type[BaseModel], errors: list[dict]) -> str | None:
+    """"a valid boolean or 'auto'" when every error is one member of the same union field refusing one value."""
+    locs = [tuple(e["loc"]) for e in errors]
+    if len(errors) < 2 or len({loc[:-1] for loc in locs}) != 1 or not locs[0][:-1]:
+        return None
+    members = {str(loc[-1]) for loc in locs}
+    if members & set(_field_names_at(cls, tuple(p for p in locs[0][:-1] if not isinstance(p, int)))):
+        return None  # the last parts are fields of a nested config: separate problems
+    if len({repr(e.get("input")) for e in errors}) != 1 or not all(e["msg"].startswith("Input should be ") for e in errors):
+        return None
+    return " or ".join(dict.fromkeys(e["msg"].removeprefix("Input should be ").split(", ")[0] for e in errors))
 
 
 MAX_YAML_VALUES = 100_000  # a plan is hundreds of values; YAML aliases can make billions out of a few lines

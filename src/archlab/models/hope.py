@@ -134,6 +134,14 @@ class HopeConfig(PretrainedConfig):
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
         if not tie_word_embeddings:
             raise ValueError("tie_word_embeddings must be true: the teach signal is taken through the tied head")
+        for name, multiplier in (("mlp_multiplier", mlp_multiplier), ("cms_hidden_multiplier", cms_hidden_multiplier),
+                                 ("titan_hidden_multiplier", titan_hidden_multiplier),
+                                 ("selfmod_hidden_multiplier", selfmod_hidden_multiplier)):
+            if multiplier < 1:
+                raise ValueError(f"{name} {multiplier} must be >= 1 (the MLP's hidden width is it x hidden_size)")
+        for name, lr in (("cms_lr", cms_lr), ("titan_lr", titan_lr), ("selfmod_lr", selfmod_lr)):
+            if lr < 0:
+                raise ValueError(f"{name} {lr} must be >= 0: a negative inner step ascends the inner loss")
         kwargs.pop("layer_types", None)  # derived below
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size

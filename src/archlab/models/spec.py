@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from archlab.config import Config
 from archlab.errors import ArchlabError, did_you_mean
+from archlab.models.config_check import StrictDataclassError, checked_values, strict_error_line
 from archlab.models.pretrained import load_pretrained
 from archlab.models.registry import ARCHITECTURES
 
@@ -72,9 +73,12 @@ def build_model(spec: ModelConfig, vocab_size: int | None = None, **extra: Any) 
     for key in spec.config:
         if key not in valid:
             raise ArchlabError(f"unknown key 'model.config.{key}' for architecture '{spec.arch}'{did_you_mean(key, valid)}")
-    kwargs = {"vocab_size": vocab_size, **spec.config, **extra} if vocab_size else {**spec.config, **extra}
+    values = checked_values(arch.config_class, spec.config, "model.config")
+    kwargs = {"vocab_size": vocab_size, **values, **extra} if vocab_size else {**values, **extra}
     try:
         config = arch.config_class(**kwargs)
+    except StrictDataclassError as exc:
+        raise ArchlabError(strict_error_line(exc, "model.config")) from None
     except (ValueError, TypeError) as exc:
         raise ArchlabError(f"model.config: {exc}") from None
     return arch.model_class(config).to(DTYPES[spec.dtype])
@@ -127,6 +131,8 @@ def build_hf_model(spec: ModelConfig, vocab_size: int | None = None) -> PreTrain
                 options[key] = None
         config = AutoConfig.for_model(model_type, **options)
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=spec.trust_remote_code)
+    except StrictDataclassError as exc:
+        raise ArchlabError(strict_error_line(exc, "model.hf_config")) from None
     except (ValueError, TypeError, KeyError) as exc:
         raise ArchlabError(f"model.hf_config: {str(exc).splitlines()[0][:200]}") from None
     return model.to(DTYPES[spec.dtype])

@@ -1,0 +1,83 @@
+"""Typed ``model.config`` / ``model.hf_config`` values: a wrong type is one line naming the key, before any build.
+
+archlab's config classes take plain keyword arguments, so ``num_hidden_layers: two`` used to surface as
+``'<' not supported between 'str' and 'int'`` from deep inside a constructor, and ``cms_lr: fast`` built a
+model that failed only in training. Each value is checked against the annotation of the config class's
+``__init__`` with pydantic (lax: YAML 1.1's ``3e-4`` string becomes the number it means), and a boolean where
+only a number belongs is refused, as the other config sections do. transformers' own configs are strict
+dataclasses that check themselves; their multi-line errors are turned into the same one line here.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import typing
+from typing import Any
+
+from huggingface_hub.errors import StrictDataclassError
+from pydantic import TypeAdapter, ValidationError
+
+from archlab.config import _numeric_only
+from archlab.errors import ArchlabError
+
+
+@functools.cache
+def _init_hints(config_class: type) -> dict[str, Any]:
+    """The resolved annotations of ``config_class.__init__``; {} where they cannot be resolved."""
+    try:
+        return typing.get_type_hints(config_class.__init__)
+    except Exception:  # a name only imported for type checkers: leave the class to check itself
+        return {}
+
+
+@functools.cache
+def _adapter(annotation: Any) -> TypeAdapter | None:
+    if annotation is Any:
+        return None
+    try:
+        return TypeAdapter(annotation)
+    except Exception:  # an annotation pydantic cannot build a validator for (a torch type, ...)
+        return None
+
+
+def checked_values(config_class: type, values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """``values`` checked against ``config_class.__init__``'s annotations, numbers written as strings parsed.
+
+    ``None`` is passed through (several sizes are derived when left out); unannotated keys are not checked.
+    """
+    hints = _init_hints(config_class)
+    checked = dict(values)
+    for key, value in values.items():
+        annotation = hints.get(key)
+        adapter = None if annotation is None or value is None else _adapter(annotation)
+        if adapter is None:
+            continue
+        if isinstance(value, bool) and _numeric_only(annotation):
+            raise ArchlabError(f"{prefix}.{key}: a boolean is not a number (got {value!r}); "
+                               f"{config_class.__name__} takes {_type_name(annotation)}")
+        try:
+            checked[key] = adapter.validate_python(value)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = "".join(f"[{p}]" for p in err["loc"])
+            raise ArchlabError(f"{prefix}.{key}{where}: {err['msg'][:1].lower()}{err['msg'][1:]} (got {value!r}); "
+                               f"{config_class.__name__} takes {_type_name(annotation)}") from None
+    return checked
+
+
+def _type_name(annotation: Any) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
+def strict_error_line(exc: StrictDataclassError, prefix: str) -> str:
+    """One line from transformers' strict-dataclass error ("Validation error for field 'x':" + the cause below)."""
+    text = str(exc)
+    field = re.search(r"field '([^']+)'", text)
+    cause = [line.strip() for line in text.splitlines() if line.strip()][-1] if text.strip() else type(exc).__name__
+    cause = re.sub(r"^\w+Error: ", "", cause)
+    cause = re.sub(r"^Field '[^']+' ", "", cause)
+    return f"{prefix}{'.' + field.group(1) if field else ''}: {cause[:200]}"
+
+
+__all__ = ["StrictDataclassError", "checked_values", "strict_error_line"]
