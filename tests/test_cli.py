@@ -62,6 +62,15 @@ def test_ls_and_keys_show_registries_and_field_descriptions(monkeypatch, capsys)
     assert code == 0 and "per_device_train_batch_size" in out and "micro-batch" in out
 
 
+def test_keys_model_arch_lists_that_architectures_config_keys_with_types(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out = cli(monkeypatch, capsys, "keys", "model", "hope")
+    row = next(line for line in out.splitlines() if " cms_periods " in line)
+    assert code == 0 and "list[int] | None" in row and "HopeConfig" in out
+    code, out = cli(monkeypatch, capsys, "keys", "model", "hop")
+    assert code == 2 and "unknown architecture 'hop' (did you mean 'hope'?)" in out
+
+
 def test_a_whole_plan_runs_reports_and_is_skipped_when_done(monkeypatch, capsys, tmp_path, corpus_dir):
     plan = tiny_plan(tmp_path, corpus_dir)
     runs = tmp_path / "runs"

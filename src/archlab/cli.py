@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 import typer.core
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -300,11 +301,13 @@ def ls() -> None:
 @app.command()
 def keys(
     section: Annotated[str, typer.Argument(help="run | model | data | train | plan | eval")] = "run",
-    name: Annotated[str | None, typer.Argument(help="the eval name when section is 'eval'")] = None,
+    name: Annotated[str | None, typer.Argument(help="the eval name for 'eval'; an architecture for 'model' "
+                                                    "(its model.config keys)")] = None,
 ) -> None:
     """Every config key of a section with its type, default and description."""
     from archlab.data import DataConfig
     from archlab.evals import EVALS
+    from archlab.models.config_check import type_label
     from archlab.models.spec import ModelConfig
     from archlab.plan import PlanConfig, RunConfig
     from archlab.train import TrainConfig
@@ -314,7 +317,12 @@ def keys(
         if name is None:
             raise ArchlabError("archlab keys eval NAME: give an eval name (see archlab ls)")
         cls = EVALS.get(name).params
+    elif section == "model" and name is not None:
+        _arch_keys(name)
+        return
     elif section in classes:
+        if name is not None:
+            raise ArchlabError(f"archlab keys {section} takes no name (a name goes with 'eval' or 'model')")
         cls = classes[section]
     else:
         raise ArchlabError(f"unknown section '{section}'; use one of: {', '.join([*classes, 'eval'])}")
@@ -323,8 +331,22 @@ def keys(
         table.add_column(col, overflow="fold")
     for key, field in cls.model_fields.items():
         default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
-        annotation = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
-        table.add_row(key, annotation, default[:40], field.description or "")
+        annotation = type_label(field.annotation)
+        table.add_row(key, escape(annotation), escape(default[:40]), escape(field.description or ""))
+    console.print(table)
+
+
+def _arch_keys(arch: str) -> None:
+    """The ``model.config`` keys of one architecture, from its config class's signature."""
+    from archlab.models.config_check import config_key_rows
+    from archlab.models.registry import ARCHITECTURES
+
+    config_class = ARCHITECTURES.get(arch).config_class
+    table = Table(title=f"model.config keys of '{arch}' ({config_class.__name__})")
+    for col in ("key", "type", "default"):
+        table.add_column(col, overflow="fold")
+    for row in config_key_rows(config_class):
+        table.add_row(*(escape(cell[:60]) for cell in row))
     console.print(table)
 
 

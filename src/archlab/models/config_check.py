@@ -11,6 +11,7 @@ dataclasses that check themselves; their multi-line errors are turned into the s
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 import typing
 from typing import Any
@@ -55,19 +56,35 @@ def checked_values(config_class: type, values: dict[str, Any], prefix: str) -> d
             continue
         if isinstance(value, bool) and _numeric_only(annotation):
             raise ArchlabError(f"{prefix}.{key}: a boolean is not a number (got {value!r}); "
-                               f"{config_class.__name__} takes {_type_name(annotation)}")
+                               f"{config_class.__name__} takes {type_label(annotation)}")
         try:
             checked[key] = adapter.validate_python(value)
         except ValidationError as exc:
             err = exc.errors()[0]
             where = "".join(f"[{p}]" for p in err["loc"])
             raise ArchlabError(f"{prefix}.{key}{where}: {err['msg'][:1].lower()}{err['msg'][1:]} (got {value!r}); "
-                               f"{config_class.__name__} takes {_type_name(annotation)}") from None
+                               f"{config_class.__name__} takes {type_label(annotation)}") from None
     return checked
 
 
-def _type_name(annotation: Any) -> str:
-    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+def config_key_rows(config_class: type) -> list[tuple[str, str, str]]:
+    """(key, type, default) of every keyword of ``config_class.__init__``: what ``model.config`` takes."""
+    hints = _init_hints(config_class)
+    rows = []
+    for key, param in inspect.signature(config_class.__init__).parameters.items():
+        if key == "self" or param.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
+            continue
+        annotation = hints.get(key, param.annotation)
+        type_name = "" if annotation is inspect.Parameter.empty else type_label(annotation)
+        default = "required" if param.default is inspect.Parameter.empty else repr(param.default)
+        rows.append((key, type_name, default))
+    return rows
+
+
+def type_label(annotation: Any) -> str:
+    """'int', 'list[int] | None', "Union[bool, Literal['auto']]": an annotation as a reader writes it."""
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", text)  # typing.Any, archlab.x.Spec -> Any, Spec
 
 
 def strict_error_line(exc: StrictDataclassError, prefix: str) -> str:
@@ -80,4 +97,4 @@ def strict_error_line(exc: StrictDataclassError, prefix: str) -> str:
     return f"{prefix}{'.' + field.group(1) if field else ''}: {cause[:200]}"
 
 
-__all__ = ["StrictDataclassError", "checked_values", "strict_error_line"]
+__all__ = ["StrictDataclassError", "checked_values", "config_key_rows", "strict_error_line", "type_label"]
