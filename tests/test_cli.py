@@ -104,6 +104,14 @@ def test_a_whole_plan_runs_reports_and_is_skipped_when_done(monkeypatch, capsys,
     code, out = cli(monkeypatch, capsys, "eval", str(run_dirs[0]), "--evals", "loss")
     assert code == 0 and "loss (n=" in out
 
+    # a damaged run folder is one error line naming the file, not a traceback
+    (run_dirs[0] / "model" / "config.json").write_text("garbage")
+    code, out = cli(monkeypatch, capsys, "eval", str(run_dirs[0]), "--evals", "loss")
+    assert code == 2 and "model cannot be loaded" in out and "Traceback" not in out, out
+    (run_dirs[1] / "config.yaml").write_text("model: [unclosed\n")
+    code, out = cli(monkeypatch, capsys, "compare", str(run_dirs[0]), str(run_dirs[1]))
+    assert code == 2 and "config.yaml: not valid YAML at line 2" in out and "Traceback" not in out, out
+
 
 @pytest.mark.parametrize(
     ("change", "message"),

@@ -180,7 +180,10 @@ class RunDir:
         atomic_write(self.path / self.CONFIG, yaml.safe_dump(config, sort_keys=False))
 
     def read_config(self) -> dict[str, Any]:
-        return yaml.safe_load((self.path / self.CONFIG).read_text())
+        """The resolved config, read like a plan (duplicate keys refused); a damaged file is one error line."""
+        from archlab.config import load_yaml
+
+        return load_yaml(self.path / self.CONFIG)
 
     def write_env(self, env: dict[str, Any]) -> None:
         atomic_write(self.path / self.ENV, json.dumps(env, indent=1))

@@ -49,3 +49,18 @@ def test_strict_transformers_config_error_is_one_line():
     with pytest.raises(ArchlabError) as info:
         build_model(ModelConfig(hf_config={"model_type": "qwen2", "num_hidden_layers": 1.5}), vocab_size=64)
     assert str(info.value).startswith("model.hf_config.num_hidden_layers: ") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("arch", "config", "message"),
+    [
+        ("byte_latent", {"lnn_chunk_size": 0}, "lnn_chunk_size (0) must be >= 1"),
+        ("byte_latent", {"lnn_decay_init": [1.5, -1]}, "must be two per-byte decays in (0, 1)"),
+        ("byte_latent", {"hash_ngram_sizes": [0, -2]}, "hash_ngram_sizes [0, -2] must all be >= 1"),
+        ("new_llm", {"dropout": 2.0}, "dropout 2.0 must be in [0, 1)"),
+    ],
+)
+def test_out_of_range_sizes_fail_before_training(arch, config, message):
+    with pytest.raises(ArchlabError) as info:
+        build_model(ModelConfig(arch=arch, config=config), vocab_size=260)
+    assert message in str(info.value)

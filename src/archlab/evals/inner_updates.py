@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from archlab.config import Config
 from archlab.errors import ArchlabError
 from archlab.evals.base import EvalContext, EvalResult, register_eval
 from archlab.evals.lib.ppl import encode_text
-from archlab.evals.lib.texts import corpus_documents
+from archlab.evals.lib.texts import corpus_documents, embedded_corpus_name
 from archlab.evals.lib.views import EvalRun, View, eval_view, fmt
 
 COUNTERS = ("gate_tokens", "gate_hit", "updates_applied", "updates_blocked")
@@ -26,6 +26,8 @@ COUNTERS = ("gate_tokens", "gate_hit", "updates_applied", "updates_blocked")
 
 class InnerUpdatesParams(Config):
     source: str = Field("shakespeare", description="embedded corpus whose held-out text is run at eval time")
+
+    _known_source = field_validator("source")(embedded_corpus_name)
     tokens: int = Field(256, ge=2, description="held-out tokens run through the model")
 
 

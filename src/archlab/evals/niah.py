@@ -12,8 +12,9 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from archlab.config import Config
 from archlab.data import leading_special_ids
@@ -29,7 +30,7 @@ from archlab.evals.lib.retrieval import (
     split_summary,
     summarize,
 )
-from archlab.evals.lib.texts import corpus_sentences
+from archlab.evals.lib.texts import corpus_sentences, embedded_corpus_name
 from archlab.evals.lib.views import EvalRun, View, cell, eval_view, fmt, plot_file, pyplot, save_figure
 
 NEEDLE = " The secret key is {key}. Remember it."
@@ -37,12 +38,16 @@ QUESTION = "\n\nWhat is the secret key in the text above? The secret key is"
 
 
 class NIAHParams(Config):
-    lengths: list[int] = Field([256, 512, 1024], description="prompt lengths in the model's tokens (exact)")
-    depths: list[float] = Field([0.0, 0.25, 0.5, 0.75, 1.0], description="needle position, 0 = start, 1 = end")
+    lengths: list[Annotated[int, Field(ge=1)]] = Field([256, 512, 1024], min_length=1,
+                                                      description="prompt lengths in the model's tokens (exact)")
+    depths: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field([0.0, 0.25, 0.5, 0.75, 1.0], min_length=1,
+                                                                  description="needle position, 0 = start, 1 = end")
     n_per_cell: int = Field(10, ge=1, description="samples per (length, depth) cell")
     n_distractors: int = Field(20, ge=20, description="random keys the true key is ranked against")
     key_digits: int = Field(6, ge=2, le=12, description="digits of the random key")
     haystack: str = Field("wiki", description="embedded corpus whose held-out sentences are the haystack")
+
+    _known_haystack = field_validator("haystack")(embedded_corpus_name)
     memorize: bool = Field(False, description="also score after model.memorize(prompt); never the answer")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field
 
@@ -38,7 +39,8 @@ QUESTION = " What is the pass key? The pass key is"
 
 
 class PasskeyParams(Config):
-    lengths: list[int] = Field([256, 512, 1024], description="prompt lengths in the model's tokens (exact)")
+    lengths: list[Annotated[int, Field(ge=1)]] = Field([256, 512, 1024], min_length=1,
+                                                      description="prompt lengths in the model's tokens (exact)")
     n_per_length: int = Field(20, ge=1, description="samples per length, each at a uniformly random depth")
     n_distractors: int = Field(20, ge=0, description="random 5-digit keys the passkey is ranked against")
     memorize: bool = Field(False, description="also score after model.memorize(prompt); never the answer")

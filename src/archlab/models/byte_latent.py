@@ -130,6 +130,13 @@ class ByteLatentConfig(PretrainedConfig):
             raise ValueError("patch_size and max_patch_size must be >= 1")
         if not 1 <= target_patch_size <= max_patch_size:
             raise ValueError(f"target_patch_size {target_patch_size} must lie in [1, max_patch_size={max_patch_size}]")
+        if lnn_kernel < 1 or lnn_chunk_size < 1:
+            raise ValueError(f"lnn_kernel ({lnn_kernel}) and lnn_chunk_size ({lnn_chunk_size}) must be >= 1")
+        decay = list(lnn_decay_init)
+        if len(decay) != 2 or not all(0.0 < x < 1.0 for x in decay):
+            raise ValueError(f"lnn_decay_init {decay} must be two per-byte decays in (0, 1): [lowest, highest]")
+        if any(n < 1 for n in hash_ngram_sizes or []):
+            raise ValueError(f"hash_ngram_sizes {list(hash_ngram_sizes)} must all be >= 1 (bytes per n-gram)")
         self.vocab_size = vocab_size
         self.size = size
         self.hidden_size = hidden_size or preset["hidden_size"]

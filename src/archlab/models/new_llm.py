@@ -54,6 +54,8 @@ class NewLLMConfig(PretrainedConfig):
             raise ValueError(f"loop_impl must be one of {LOOP_IMPLS}, got '{loop_impl}'")
         if context_clip <= 0:
             raise ValueError(f"context_clip must be > 0, got {context_clip}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout {dropout} must be in [0, 1)")
         self.vocab_size = vocab_size
         self.embed_dim = embed_dim
         self.context_dim = context_dim

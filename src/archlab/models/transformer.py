@@ -134,6 +134,11 @@ def resolve_layer_mixers(num_layers: int, mixer: str, pattern: list[str] | None,
                          linear_mixer: str) -> list[str]:
     """One registered mixer name per layer, from ``pattern``, HF ``layer_types`` or ``mixer`` (in that order)."""
     if pattern:
+        for name in dict.fromkeys(pattern):
+            MIXERS.get(name)  # every entry, not only those the first num_layers layers use
+        if len(pattern) > num_layers:  # a 3:1 pattern on 2 layers would silently build no attention layer
+            raise ValueError(f"pattern has {len(pattern)} entries but num_hidden_layers is {num_layers}, so "
+                             f"{pattern[num_layers:]} would never be used; shorten the pattern or add layers")
         if layer_types:  # both are layouts; a saved config has layer_types derived from the pattern
             derived = [pattern[i % len(pattern)] for i in range(num_layers)]
             if len(layer_types) != num_layers:
@@ -169,6 +174,11 @@ def normalize_mixer_options(options: dict[str, Any] | None, layer_mixers: list[s
     unused = [k for k in options if k not in used]
     if unused:
         raise ValueError(f"mixer_options.{unused[0]} is given but no layer uses mixer '{unused[0]}' (layers: {used})")
+    not_mappings = [k for k, v in options.items() if v is not None and not isinstance(v, dict)]
+    if not_mappings:
+        key = not_mappings[0]
+        raise ValueError(f"mixer_options.{key} must be a mapping of that mixer's options (e.g. {{{key}: "
+                         f"{{conv_size: 4}}}}), got {options[key]!r}")
     return {k: dict(v or {}) for k, v in options.items()}
 
 

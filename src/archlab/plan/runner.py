@@ -17,6 +17,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM
 
 from archlab.config import deep_merge, expand_dotted
@@ -193,13 +194,23 @@ def exports_model(config: RunConfig) -> bool:
 
 def load_trained_model(run: RunDir, config: RunConfig, vocab_size: int):
     if run.model_dir.exists():
-        return set_eval_values(AutoModelForCausalLM.from_pretrained(run.model_dir), config)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(run.model_dir)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # a truncated or hand-edited export
+            raise ArchlabError(f"{run.model_dir} cannot be loaded ({_first_line(exc)}); the export is damaged: "
+                               f"delete that folder and re-run the run (or restore the folder)") from None
+        return set_eval_values(model, config)
     model = build_run_model(config, vocab_size)
     restored = load_latest(run.checkpoints, model, include_frozen=config.model.pretrained is None,
                            trainer_state=False)
     if restored is None:
         raise ArchlabError(f"{run.path} has no usable checkpoint to evaluate (status: {run.status().get('status')})")
     return set_eval_values(model, config)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
 
 
 def set_eval_values(model, config: RunConfig):

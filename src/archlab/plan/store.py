@@ -37,6 +37,10 @@ class RunStore:
             self.root.mkdir(parents=True, exist_ok=True)
             self._pulled: set[str] = set()
         else:
+            blocking = next((p for p in (Path(local), *Path(local).parents) if p.exists()), None)
+            if blocking is not None and not blocking.is_dir():
+                raise ArchlabError(f"--runs-dir {local}: {blocking} is a file, not a folder; pass a folder "
+                                   f"(it is created if missing)")
             self.root = inside(local, plan_name) if plan_name else Path(local)
         # how another process (a Ray task, a pool worker) opens this same store
         self.source = (str(root) if self.mirror else str(Path(local).resolve()), plan_name)

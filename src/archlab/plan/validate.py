@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ class Checks:
 def validate_plan(plan: PlanConfig, specs: list[RunSpec]) -> None:
     """Raise ``ArchlabError`` (one line) for the first problem found in ``plan`` or its runs."""
     check_rules(plan)
+    check_baseline(plan)
     check_metrics(plan, specs)
     checks = Checks()
     for spec in specs:
@@ -52,6 +54,23 @@ def validate_plan(plan: PlanConfig, specs: list[RunSpec]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- plan
+def check_baseline(plan: PlanConfig) -> None:
+    """``baseline`` keys are axes (with one of their labels) or config keys: a typo would silently drop every
+    delta from the report. A valid label that the matrix leaves out is allowed (the report says so)."""
+    for key, value in (plan.baseline or {}).items():
+        where = f"baseline.{key}"
+        if key in plan.axes:
+            if str(value) not in plan.axes[key]:
+                raise ArchlabError(f"{where}: '{value}' is not one of its values"
+                                   f"{did_you_mean(str(value), list(plan.axes[key]))}; known: "
+                                   f"{', '.join(plan.axes[key])}")
+        elif "." in key:
+            _check_config_key(key, where)
+        else:
+            raise ArchlabError(f"{where}: '{key}' is no axis of this plan{did_you_mean(key, list(plan.axes))}; "
+                               f"axes: {', '.join(plan.axes) or 'none'} (or a dotted config key)")
+
+
 def check_rules(plan: PlanConfig) -> None:
     """Every ``when`` key is an axis (with its labels), ``profile`` (with its profiles) or a config key."""
     for i, rule in enumerate(plan.rules, 1):
@@ -170,6 +189,12 @@ def _check_settings(config: RunConfig, where: str) -> None:
 
     for spec in train.schedules.values():
         build_schedule(spec)
+    from archlab.train.loop import check_trackers
+
+    try:
+        check_trackers(train.report_to)
+    except ArchlabError as exc:
+        raise ArchlabError(f"{where}: {exc}") from None
 
 
 def _tokenizer(name: str):
@@ -264,7 +289,8 @@ def _check_model(config: RunConfig, vocab_size: int, where: str) -> None:
     from archlab.plan.build import build_run_model
 
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's "zero-element tensors" notice: the check below says it
             base = _pretrained_base(config)
             if config.model.pretrained and base is None:
                 return  # a hub model: its config is not fetched at plan time
@@ -277,6 +303,16 @@ def _check_model(config: RunConfig, vocab_size: int, where: str) -> None:
     layers = getattr(model_config, "num_hidden_layers", None)
     if layers is not None and layers < 1:
         raise ArchlabError(f"{where}: the model has num_hidden_layers={layers}; it needs at least one layer")
+    empty = next((name for name, p in model.named_parameters() if p.numel() == 0), None)
+    if empty is not None:  # hidden_size: 0 trains an empty model that only ever predicts uniformly
+        shape = tuple(model.get_parameter(empty).shape)
+        raise ArchlabError(f"{where}: the model's parameter '{empty}' has shape {shape}: a size in model.config "
+                           f"is 0; every width must be >= 1")
+    model_vocab = getattr(model_config, "vocab_size", None)
+    if isinstance(model_vocab, int) and vocab_size and model_vocab < vocab_size:
+        raise ArchlabError(f"{where}: the model's vocab_size={model_vocab} is smaller than the tokenizer's "
+                           f"{vocab_size} ids; leave model.config.vocab_size out (it comes from the tokenizer) "
+                           f"or raise it")
     positions = getattr(model_config, "max_position_embeddings", None)
     length = _sequence_length(config)
     if isinstance(positions, int) and length > positions:

@@ -23,7 +23,7 @@ from torch import nn
 from transformers import get_scheduler
 
 from archlab.data import DataBundle, EpochSampler
-from archlab.errors import ArchlabError
+from archlab.errors import ArchlabError, did_you_mean
 from archlab.hardware import PRECISION_DTYPES, device_name, matmul_peak_flops
 from archlab.models.flops import training_flops_per_token
 from archlab.models.masked_diffusion import (
@@ -103,7 +103,7 @@ class Trainer:
         self.checkpoint_frozen = checkpoint_frozen
         self.eval_values = dict(eval_values or {})  # scheduled attributes as evaluation sets them (e.g. mag_weight)
         self.callbacks = list(callbacks)
-        _check_trackers(cfg.report_to)
+        check_trackers(cfg.report_to)
         if accelerator is None:
             process = PartialState(cpu=cpu_ddp_if_no_accelerator())  # the process group, before any Accelerator
             self.precision = resolve_precision(cfg.bf16, cfg.fp16, process.device)
@@ -606,13 +606,14 @@ TRACKER_MODULES = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "ml
                    "aim": "aim", "clearml": "clearml", "dvclive": "dvclive"}
 
 
-def _check_trackers(names: list[str]) -> None:
+def check_trackers(names: list[str]) -> None:
     import importlib.util
 
     for name in names:
         module = TRACKER_MODULES.get(name)
         if module is None:
-            raise ArchlabError(f"train.report_to: unknown tracker '{name}'; use one of {sorted(TRACKER_MODULES)}")
+            raise ArchlabError(f"train.report_to: unknown tracker '{name}'{did_you_mean(name, TRACKER_MODULES)}; use one of "
+                               f"{', '.join(sorted(TRACKER_MODULES))}")
         if importlib.util.find_spec(module) is None:
             raise ArchlabError(f"train.report_to lists '{name}' but it is not installed: pip install {module}")
 

@@ -15,6 +15,15 @@ HELD_OUT = ("test", "validation")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(\[])")
 
 
+def embedded_corpus_name(corpus: str) -> str:
+    """``corpus`` if it names an embedded corpus (``'wiki'`` or ``'embedded:wiki'``); a pydantic field check."""
+    name = corpus.removeprefix("embedded:")
+    if name not in embedded.CORPORA:
+        raise ValueError(f"unknown embedded corpus '{corpus}'{did_you_mean(name, embedded.CORPORA)}; known: "
+                         f"{', '.join(embedded.CORPORA)}")
+    return corpus
+
+
 def corpus_documents(corpus: str, splits: tuple[str, ...] = HELD_OUT) -> list[str]:
     """Documents of an embedded corpus (``'wiki'`` or ``'embedded:wiki'``), held-out splits first."""
     name = corpus.removeprefix("embedded:")
