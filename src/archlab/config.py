@@ -31,7 +31,7 @@ class Config(BaseModel):
     @classmethod
     def _no_booleans_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         """pydantic reads ``max_steps: true`` as 1; a boolean where a number belongs is a mistake."""
-        if isinstance(value, bool) and info.field_name and _numeric_only(cls.model_fields[info.field_name].annotation):
+        if isinstance(value, bool) and info.field_name and numeric_only(cls.model_fields[info.field_name].annotation):
             raise ValueError("a boolean is not a number")
         return value
 
@@ -47,7 +47,7 @@ class Config(BaseModel):
         return self.model_dump(mode="json")
 
 
-def _numeric_only(annotation: Any) -> bool:
+def numeric_only(annotation: Any) -> bool:
     """An int/float field (optionally None) that does not also accept bool."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         options = set(typing.get_args(annotation)) - {type(None)}

@@ -16,5 +16,11 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-blank line of an exception's message (its type name when empty): for one-line errors."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: the run is left resumable."""

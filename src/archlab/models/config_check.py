@@ -19,7 +19,7 @@ from typing import Any
 from huggingface_hub.errors import StrictDataclassError
 from pydantic import TypeAdapter, ValidationError
 
-from archlab.config import _numeric_only
+from archlab.config import numeric_only
 from archlab.errors import ArchlabError
 
 
@@ -54,7 +54,7 @@ def checked_values(config_class: type, values: dict[str, Any], prefix: str) -> d
         adapter = None if annotation is None or value is None else _adapter(annotation)
         if adapter is None:
             continue
-        if isinstance(value, bool) and _numeric_only(annotation):
+        if isinstance(value, bool) and numeric_only(annotation):
             raise ArchlabError(f"{prefix}.{key}: a boolean is not a number (got {value!r}); "
                                f"{config_class.__name__} takes {type_label(annotation)}")
         try:

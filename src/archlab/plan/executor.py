@@ -12,7 +12,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from archlab.errors import ArchlabError
+from archlab.errors import ArchlabError, first_line
 from archlab.plan.expand import RunSpec
 from archlab.plan.runner import Outcome, run_one
 from archlab.plan.schema import RunConfig
@@ -128,7 +128,7 @@ def run_ray(specs: list[RunSpec], store: RunStore, console: Console | None = Non
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         except ConnectionError as exc:
-            raise ArchlabError(f"--ray-address {address}: no Ray cluster there ({_first_line(exc)}); start one with "
+            raise ArchlabError(f"--ray-address {address}: no Ray cluster there ({first_line(exc)}); start one with "
                                f"`ray start --head` or leave the option out for a local one") from None
     task = ray.remote(max_retries=max_retries, retry_exceptions=False)(_run_remote)
     from archlab.plan.deps import READY, gate
@@ -173,7 +173,7 @@ def run_ray(specs: list[RunSpec], store: RunStore, console: Console | None = Non
                     outcome = ray.get(ref)
                 except Exception as exc:  # retries exhausted: the run stays resumable
                     outcome = Outcome(run_id, "failed", f"ray task failed after {max_retries} retries: "
-                                      f"{type(exc).__name__}: {_first_line(exc)}; run again to resume")
+                                      f"{type(exc).__name__}: {first_line(exc)}; run again to resume")
                 outcomes[run_id] = outcome
                 _report(progress, outcome)
                 progress.advance(overall)
@@ -181,6 +181,3 @@ def run_ray(specs: list[RunSpec], store: RunStore, console: Console | None = Non
     return [outcomes[s.id] for s in specs]
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:200]

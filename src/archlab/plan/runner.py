@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM
 
 from archlab.config import deep_merge, expand_dotted
 from archlab.data import build_data
-from archlab.errors import ArchlabError, Terminated
+from archlab.errors import ArchlabError, Terminated, first_line
 from archlab.evals import run_eval
 from archlab.files import disk_full
 from archlab.plan.build import build_run_model, eval_context
@@ -112,7 +112,7 @@ def _run_locked(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> Ou
         if place().distributed and lost_peer(exc):
             step = trainer.state.step if trainer else 0
             return _final_status(run, "failed", step=step, message=f"a data-parallel rank was lost at step {step} "
-                                 f"({_first_line(exc)}); run again to resume from the last checkpoint")
+                                 f"({first_line(exc)}); run again to resume from the last checkpoint")
         where = f"traceback in {run.error_log}" if run.record_error(traceback.format_exc()) \
             else "the traceback could not be written"
         return _final_status(run, "failed", message=f"{type(exc).__name__}: {exc} ({where})")
@@ -150,13 +150,8 @@ def _run_follower(config: RunConfig, run: RunDir, callbacks: list[Callback]) -> 
     except (Diverged, ArchlabError) as exc:
         return Outcome(run.id, "failed", str(exc))
     except Exception as exc:
-        return Outcome(run.id, "failed", f"rank {place().rank}: {type(exc).__name__}: {_first_line(exc)}")
+        return Outcome(run.id, "failed", f"rank {place().rank}: {type(exc).__name__}: {first_line(exc)}")
     return Outcome(run.id, "done", f"rank {place().rank} trained {state.step} steps")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def resolve_needs(config: RunConfig, run: RunDir) -> RunConfig:
@@ -197,7 +192,7 @@ def load_trained_model(run: RunDir, config: RunConfig, vocab_size: int):
         try:
             model = AutoModelForCausalLM.from_pretrained(run.model_dir)
         except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # a truncated or hand-edited export
-            raise ArchlabError(f"{run.model_dir} cannot be loaded ({_first_line(exc)}); the export is damaged: "
+            raise ArchlabError(f"{run.model_dir} cannot be loaded ({first_line(exc)}); the export is damaged: "
                                f"delete that folder and re-run the run (or restore the folder)") from None
         return set_eval_values(model, config)
     model = build_run_model(config, vocab_size)
@@ -206,11 +201,6 @@ def load_trained_model(run: RunDir, config: RunConfig, vocab_size: int):
     if restored is None:
         raise ArchlabError(f"{run.path} has no usable checkpoint to evaluate (status: {run.status().get('status')})")
     return set_eval_values(model, config)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
 
 
 def set_eval_values(model, config: RunConfig):

@@ -20,7 +20,7 @@ import torch
 from pydantic import BaseModel
 
 from archlab.config import config_hash, read_text_file
-from archlab.errors import ArchlabError, did_you_mean
+from archlab.errors import ArchlabError, did_you_mean, first_line
 from archlab.evals import EVALS
 from archlab.plan.expand import RunSpec
 from archlab.plan.schema import PlanConfig, RunConfig
@@ -184,7 +184,7 @@ def _check_settings(config: RunConfig, where: str) -> None:
         get_scheduler(train.lr_scheduler_type, probe, num_warmup_steps=train.warmup_steps, num_training_steps=10)
     except (ValueError, TypeError) as exc:
         raise ArchlabError(f"{where}: train.lr_scheduler_type '{train.lr_scheduler_type}' cannot be used here "
-                           f"({_first_line(exc)})") from None
+                           f"({first_line(exc)})") from None
     from archlab.train.schedules import build_schedule
 
     for spec in train.schedules.values():
@@ -298,7 +298,7 @@ def _check_model(config: RunConfig, vocab_size: int, where: str) -> None:
     except ArchlabError as exc:
         raise ArchlabError(f"{where}: {exc}") from None
     except (ValueError, TypeError, KeyError, RuntimeError, AssertionError, AttributeError) as exc:
-        raise ArchlabError(f"{where}: the model cannot be built: {_first_line(exc)}") from None
+        raise ArchlabError(f"{where}: the model cannot be built: {first_line(exc)}") from None
     model_config = getattr(model, "config", None)
     layers = getattr(model_config, "num_hidden_layers", None)
     if layers is not None and layers < 1:
@@ -358,6 +358,3 @@ def _pretrained_base(config: RunConfig):
     return AutoModelForCausalLM.from_config(base_config, **kwargs)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

@@ -26,12 +26,10 @@ def embedded_corpus_name(corpus: str) -> str:
 
 def corpus_documents(corpus: str, splits: tuple[str, ...] = HELD_OUT) -> list[str]:
     """Documents of an embedded corpus (``'wiki'`` or ``'embedded:wiki'``), held-out splits first."""
-    name = corpus.removeprefix("embedded:")
-    if name not in embedded.CORPORA:
-        raise ArchlabError(
-            f"unknown embedded corpus '{corpus}'{did_you_mean(name, embedded.CORPORA)}; known: "
-            f"{', '.join(embedded.CORPORA)}"
-        )
+    try:
+        name = embedded_corpus_name(corpus).removeprefix("embedded:")
+    except ValueError as exc:
+        raise ArchlabError(str(exc)) from None
     docs = []
     for split in splits:
         for record in embedded.read_split(name, split):
