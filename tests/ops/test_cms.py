@@ -73,24 +73,28 @@ def test_the_split_read_equals_the_materialised_one():
 
 @pytest.mark.parametrize("length,block", [(12, 4), (11, 4), (5, 5), (7, 3)])
 def test_the_blocked_read_equals_one_split_read_per_block(length, block):
+    """Blocks read materialised weights meta + D_k; the gradient reaches the input and the meta weights alike."""
     from archlab.ops.cms import fast_mlp_read_blocked, fast_mlp_read_split
-    m = meta()
+    m = {k: v.clone().requires_grad_() for k, v in meta().items()}
     blocks = -(-length // block)
-    delta = {k: (0.1 * torch.randn(blocks, B, *v.shape)).requires_grad_() for k, v in m.items()}
+    delta = {k: 0.1 * torch.randn(blocks, B, *v.shape) for k, v in m.items()}
+    weights = {k: (m[k] + d).detach() for k, d in delta.items()}
     n = torch.randn(B, length, D, requires_grad=True)
-    got = fast_mlp_read_blocked(n, m, delta, block)
-    want = torch.cat([fast_mlp_read_split(n[:, k * block:(k + 1) * block], m, {p: d[k] for p, d in delta.items()})[0]
-                      for k in range(blocks)], 1)
+    got, z = fast_mlp_read_blocked(n, m, weights, block, with_preactivation=True)
+    want, zs = zip(*[fast_mlp_read_split(n[:, k * block:(k + 1) * block], m, {p: d[k] for p, d in delta.items()})[:2]
+                     for k in range(blocks)], strict=True)
+    want = torch.cat(want, 1)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
-    inputs = [n, *m.values(), *delta.values()]
+    torch.testing.assert_close(z, torch.cat(zs, 1), atol=1e-6, rtol=1e-5)
+    inputs = [n, *m.values()]
     seed = torch.randn_like(want)
     for a, b in zip(torch.autograd.grad((got * seed).sum(), inputs), torch.autograd.grad((want * seed).sum(), inputs),
                     strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast_mlp_read_blocked(n, m, None, block), fast_mlp_read_split(n, m, None)[0])
     with pytest.raises(ValueError, match="do not cover"):
-        fast_mlp_read_blocked(n[:, :1], m, delta, block) if blocks > 1 else fast_mlp_read_blocked(
-            torch.cat([n, n], 1), m, delta, block)
+        fast_mlp_read_blocked(n[:, :1], m, weights, block) if blocks > 1 else fast_mlp_read_blocked(
+            torch.cat([n, n], 1), m, weights, block)
 
 
 @pytest.mark.parametrize("with_delta", [False, True])

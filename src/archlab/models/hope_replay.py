@@ -9,12 +9,13 @@ But with the writes fixed, nothing in the model is sequential any more: a write 
 and the teach signal are detached), so each fast memory's per-context weights are constants that change every
 ``period`` tokens. ``replay_forward`` therefore
 
-1. runs the online forward under ``torch.no_grad``, recording, for every fast memory of every layer, the deltas
-   each model chunk read (and, where a learned self-modifier shapes the Titans memory's error, what each write
-   was computed from);
+1. runs the online forward under ``torch.no_grad``, recording, for every fast memory of every layer, the weights
+   ``meta + delta`` each model chunk read (and, where a learned self-modifier shapes the Titans memory's error,
+   what each write was computed from);
 2. runs the model once more over the whole sequence with autograd: attention over all tokens in one call, and
-   each fast memory read as one matmul with its meta weights plus one batched matmul over its blocks of
-   ``period`` tokens with the recorded deltas (:func:`archlab.ops.cms.fast_mlp_read_blocked`). Where a learned
+   each fast memory read as one batched matmul per MLP layer over its blocks of ``period`` tokens with the
+   recorded weights, whose backward gives the meta weights the straight-through gradient
+   (:func:`archlab.ops.cms.fast_mlp_read_blocked`). Where a learned
    self-modifier shapes the Titans writes, the read's backward also returns the gradient of every write's error
    (:class:`_ReadWithWrites`), so the self-modifier learns as it does online.
 
@@ -22,8 +23,8 @@ On CPU the per-block buffers are kept from one step to the next (:class:`SlotPoo
 page-faults on every step, and PyTorch has no caching allocator there.
 
 Same loss and gradients as the online forward with autograd (``train_replay: false``), held equal by
-``tests/models/test_hope_replay.py``. The second pass keeps one delta per block and memory alive for the
-backward, as the online graph does (it saves each read's delta). Used for training calls only: a call with a
+``tests/models/test_hope_replay.py``. The second pass keeps one set of weights per block and memory alive for
+the backward, as the online graph does (it saves each read's delta). Used for training calls only: a call with a
 cache, a padding mask, the per-layer teach signal, self-modifying Titans blocks (their DGD writes are not
 replayed yet) or a learned self-modifier with the inner momentum or preconditioner runs the online forward.
 """
@@ -74,35 +75,41 @@ class SlotPool:
     def __init__(self) -> None:
         self.buffers: dict[tuple, tuple[torch.Tensor, int | None]] = {}
 
-    def take(self, key: tuple, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    def take(self, key: tuple, shape: tuple[int, ...], device: torch.device,
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
         # handed out as a view: whoever keeps it (a saved tensor, a ctx attribute) counts as a user of the storage
         kept = self.buffers.get(key)
-        if kept is not None and kept[0].shape == shape and kept[1] is not None and _storage_users(kept[0]) == kept[1]:
+        if (kept is not None and kept[0].shape == shape and kept[0].dtype == dtype and kept[1] is not None
+                and _storage_users(kept[0]) == kept[1]):
             return kept[0].view(shape)
-        buf = torch.empty(shape, dtype=torch.float32, device=device)
+        buf = torch.empty(shape, dtype=dtype, device=device)
         if device.type == "cpu":
             self.buffers[key] = (buf, _storage_users(buf))
         return buf.view(shape)
 
 
 class Slots:
-    """One buffer ``[K, B, ...]`` per weight of a fast memory: block k's delta is slot k (slot 0: the delta the call
-    starts from). The recording pass writes every write straight into the next slot, so the replay reads all blocks
-    from one tensor without stacking copies."""
+    """One buffer ``[K, B, ...]`` per weight of a fast memory: slot k holds the per-context weights ``meta + D_k``
+    that block k reads (slot 0: those the call starts from). The recording pass reads the current slot in one
+    matmul per MLP layer (no separate meta read) and writes every write straight into the next slot, so the replay
+    reads all blocks from one tensor without stacking copies."""
 
     def __init__(self, mem, st, batch: int, tokens: int, pool: SlotPool | None = None):
         blocks = max(1, -(-tokens // mem.period))
         self.buffers = {}
         for k in PARAMS:
-            meta = getattr(mem, k)
+            meta = getattr(mem, k).detach()
             shape = (blocks, batch, *meta.shape)
             buf = (pool.take((id(mem), k), shape, meta.device) if pool is not None else
                    torch.empty(shape, dtype=torch.float32, device=meta.device))
-            start = st.values.get(f"{mem.name}.d.{k}")
-            buf[0].copy_(start) if start is not None else buf[0].zero_()
-            st.values[f"{mem.name}.d.{k}"] = buf[0]
+            start = st.values.get(f"{mem.name}.d.{k}")  # a memorized delta
+            torch.add(meta, start, out=buf[0]) if start is not None else buf[0].copy_(meta.expand_as(buf[0]))
             self.buffers[k] = buf
         self.filled = 1
+
+    def current(self) -> dict[str, torch.Tensor]:
+        """The weights the open block reads (and its write starts from)."""
+        return {k: buf[self.filled - 1] for k, buf in self.buffers.items()}
 
     def next(self) -> dict[str, torch.Tensor] | None:
         """The slot the next write goes to (None past the last block: nothing in this call reads it)."""
@@ -145,56 +152,64 @@ def start_recording(model, states, batch: int, tokens: int) -> None:
             st.record[f"{titan.mem.name}:errors"] = []
 
 
+def recorded_logits(model, piece: torch.Tensor, start: int, end: int, tokens: int) -> torch.Tensor:
+    """The recording pass's logits of tokens ``[start, end)``, copied into one ``[B, tokens, vocab]`` buffer that the
+    replay hands to the loss whole (concatenating the chunks' logits after would write and page-fault it again)."""
+    shape = (piece.shape[0], tokens, piece.shape[-1])
+    if start == 0:
+        model._logits_buffer = model._slot_pool.take(("logits",), shape, piece.device, piece.dtype)
+    return model._logits_buffer[:, start:end].copy_(piece)
+
+
 def _reads_match_blocks(reads: list[tuple[int, dict]], slots: Slots, period: int, tokens: int) -> bool:
     """Every block of ``period`` tokens read its own slot (the recording pass kept the online contract)."""
     position, blocks = 0, slots.buffers["W1"]
-    for count, delta in reads:
+    for count, weights in reads:
         block = position // period
-        if block != (position + count - 1) // period or delta is None:
+        if block != (position + count - 1) // period:
             return False
-        if delta["W1"].data_ptr() != blocks[block].data_ptr():
+        if weights["W1"].data_ptr() != blocks[block].data_ptr():
             return False
         position += count
     return position == tokens
 
 
 class _ReadWithWrites(torch.autograd.Function):
-    """A Titans memory read over the whole sequence whose recorded deltas came from writes with a learned error.
+    """A Titans memory read over the whole sequence whose recorded weights came from writes with a learned error.
 
     Block k reads ``W0 + D_k`` with ``D_k = D_0 - lr * sum_{j<k} grads(e_j)`` (write j made of block j's tokens);
-    the values of ``D_k`` were recorded, so the forward is :func:`fast_mlp_read_blocked`. A write is linear in its
+    the weights ``W0 + D_k`` were recorded, so the forward is :func:`fast_mlp_read_blocked`. A write is linear in its
     error with stop-gradient features, so ``dL/de_j`` is a sum over the tokens of later blocks, computed here as
     a masked product over token pairs (as linear attention's dual form), never as per-block weight gradients.
     """
 
     @staticmethod
-    def forward(ctx, n, W1, b1, W2, b2, e, deltas, writes, lr, block):
+    def forward(ctx, n, W1, b1, W2, b2, e, weights, writes, lr, block):
         meta = {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
-        y, z = fast_mlp_read_blocked(n, meta, deltas, block, with_preactivation=True)
+        y, z = fast_mlp_read_blocked(n, meta, weights, block, with_preactivation=True)
         # saved tensors, not ctx attributes: released by the backward even while the graph's nodes live on
-        ctx.save_for_backward(n, z, W1, W2, e, *writes, *(deltas[k] for k in PARAMS))
+        ctx.save_for_backward(n, z, e, *writes, weights["W1"], weights["W2"])
         ctx.lr, ctx.block = lr, block
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        n, z, W1, W2, e, wn, wz, wh, w2, *deltas = ctx.saved_tensors
-        deltas, block = dict(zip(PARAMS, deltas, strict=True)), ctx.block
+        n, z, e, wn, wz, wh, w2, weights_1, weights_2 = ctx.saved_tensors
+        block = ctx.block
         h = F.gelu(z)
-        gh = blocked_matmul(gy, deltas["W2"], block, base=gy @ W2, transpose=False)
-        gz = torch.ops.aten.gelu_backward(gh, z)
-        gn = blocked_matmul(gz, deltas["W1"], block, base=gz @ W1, transpose=False)
+        gz = torch.ops.aten.gelu_backward(blocked_matmul(gy, weights_2, block, transpose=False), z)
+        gn = blocked_matmul(gz, weights_1, block, transpose=False)
         grads = [gn, gz.flatten(0, 1).t() @ n.flatten(0, 1), gz.sum((0, 1)),
                  gy.flatten(0, 1).t() @ h.flatten(0, 1), gy.sum((0, 1))]
         writes, b, period = wn.shape[:3]
         tokens = writes * period
-        later = (torch.arange(n.shape[1], device=n.device) // block)[None, :] > \
+        not_later = (torch.arange(n.shape[1], device=n.device) // block)[None, :] <= \
             (torch.arange(tokens, device=n.device) // period)[:, None]
 
         def pulled(keys_w, keys_r, values):  # sum over later-block tokens t of values_t (k_w . k_t + 1)
             w = keys_w.transpose(0, 1).reshape(b, tokens, -1)
-            scores = torch.baddbmm(torch.ones((), dtype=w.dtype, device=w.device), w, keys_r.transpose(1, 2))
-            return (scores * later).bmm(values)
+            # in place on the [tokens, T] scores: an out-of-place mask or a broadcast beta term copies them again
+            return torch.bmm(w, keys_r.transpose(1, 2)).add_(1.0).masked_fill_(not_later, 0.0).bmm(values)
 
         scale = -ctx.lr
         grad_gz = scale * pulled(wn, n, gz).view(b, writes, period, -1).transpose(0, 1)
@@ -203,12 +218,12 @@ class _ReadWithWrites(torch.autograd.Function):
         return (*grads, grad_e, None, None, None, None)
 
 
-def _titan_read_with_graph(titan, record: dict, deltas: dict[str, torch.Tensor], block: int):
+def _titan_read_with_graph(titan, record: dict, weights: dict[str, torch.Tensor], block: int):
     """The Titans memory's replayed read, differentiable w.r.t. the learned self-modifier through every write."""
-    blocks = deltas["W1"].shape[0]
+    blocks = weights["W1"].shape[0]
     writes = record[f"{titan.mem.name}:writes"][: blocks - 1]
     if not writes:
-        return lambda n, meta: fast_mlp_read_blocked(n, meta, deltas, block)
+        return lambda n, meta: fast_mlp_read_blocked(n, meta, weights, block)
     a, m, delta, mask = (torch.cat(parts, 1) for parts in zip(*record[f"{titan.mem.name}:errors"], strict=True))
     stacked = tuple(torch.stack(parts) for parts in zip(*writes, strict=True))  # n, z, h, w2: [J, B, P, ...]
     count, b, period = stacked[0].shape[:3]
@@ -220,7 +235,7 @@ def _titan_read_with_graph(titan, record: dict, deltas: dict[str, torch.Tensor],
         with exact(n):
             e = delta + titan.selfmod(a.float(), m.float(), delta) * mask[..., None]
             e = e[:, : count * period].to(n.dtype).view(b, count, period, -1).transpose(0, 1)
-            return _ReadWithWrites.apply(n, meta["W1"], meta["b1"], meta["W2"], meta["b2"], e, deltas, stacked,
+            return _ReadWithWrites.apply(n, meta["W1"], meta["b1"], meta["W2"], meta["b2"], e, weights, stacked,
                                          titan.mem.lr, block)
     return read
 
@@ -233,14 +248,14 @@ def _replay_plan(layer, record: dict, tokens: int) -> dict | None:
         slots = record[f"{mem.name}:slots"]
         if not _reads_match_blocks(record.get(mem.name, []), slots, mem.period, tokens):
             return None
-        deltas, block = slots.buffers, mem.period
+        weights, block = slots.buffers, mem.period
         if titan is not None and mem is titan.mem:
-            read = _titan_read_with_graph(titan, record, deltas, block)
+            read = _titan_read_with_graph(titan, record, weights, block)
             if read is None:
                 return None
         else:
-            def read(n, meta, deltas=deltas, block=block):
-                return fast_mlp_read_blocked(n, meta, deltas, block)
+            def read(n, meta, weights=weights, block=block):
+                return fast_mlp_read_blocked(n, meta, weights, block)
         plan[mem.name] = read
     return plan
 

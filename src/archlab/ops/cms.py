@@ -89,22 +89,51 @@ def blocked_matmul(x: torch.Tensor, weights: torch.Tensor, block: int, base: tor
     return out if base is None else base + out
 
 
-def fast_mlp_read_blocked(n: torch.Tensor, meta: dict[str, torch.Tensor], delta: dict[str, torch.Tensor] | None,
+class _BlockedRead(torch.autograd.Function):
+    """The fast MLP over a sequence whose per-context weights ``meta + D_k`` change every ``block`` tokens.
+
+    Given the materialised weights of every block, the forward is two batched matmuls and the backward two more
+    for the input plus one GEMM per meta weight over all tokens: ``D_k`` is stop-gradient, so the meta weights'
+    gradient is the weights' gradient summed over blocks (the straight-through read) and a second read with the
+    meta weights alone, forward and backward, is never needed.
+    """
+
+    @staticmethod
+    def forward(ctx, n, W1, b1, W2, b2, weights, block):
+        z = blocked_matmul(n, weights["W1"], block, bias=weights["b1"])
+        y = blocked_matmul(F.gelu(z), weights["W2"], block, bias=weights["b2"])
+        ctx.save_for_backward(n, z, weights["W1"], weights["W2"])
+        ctx.block = block
+        ctx.mark_non_differentiable(z)
+        return y, z
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy, _gz):
+        n, z, w1, w2 = ctx.saved_tensors
+        with torch.autocast(gy.device.type, enabled=False):  # fp32 as the forward, whatever the caller's autocast
+            gy = gy.contiguous()
+            gz = torch.ops.aten.gelu_backward(blocked_matmul(gy, w2, ctx.block, transpose=False), z)
+            gn = blocked_matmul(gz, w1, ctx.block, transpose=False)
+            flat_gz, flat_gy = gz.flatten(0, 1), gy.flatten(0, 1)
+            return (gn, flat_gz.t() @ n.flatten(0, 1), flat_gz.sum(0), flat_gy.t() @ F.gelu(z).flatten(0, 1),
+                    flat_gy.sum(0), None, None)
+
+
+def fast_mlp_read_blocked(n: torch.Tensor, meta: dict[str, torch.Tensor], weights: dict[str, torch.Tensor] | None,
                           block: int, with_preactivation: bool = False):
     """The output of :func:`fast_mlp_read_split` for a whole sequence whose weights change every ``block`` tokens.
 
-    ``delta[k] [K, B, ...]`` is the per-context delta that tokens ``[k*block, (k+1)*block)`` read (``K`` blocks
-    cover ``n [B, T, D]``; the last may be partial). One matmul over every token with the meta weights, and one
-    batched matmul over the ``K * B`` blocks with their deltas: a sequence read in one call instead of one per
-    block. ``with_preactivation``: return ``(y, z)``.
+    ``weights[k] [K, B, ...]`` are the per-context weights ``meta + D_k`` (materialised, no graph) that tokens
+    ``[k*block, (k+1)*block)`` read (``K`` blocks cover ``n [B, T, D]``; the last may be partial); the gradient
+    goes to ``n`` and to ``meta`` as if each block had read ``meta + stopgrad(D_k)``. One batched matmul over the
+    ``K * B`` blocks per layer of the MLP: a sequence read in one call instead of one per block.
+    ``weights=None``: every block reads the meta weights. ``with_preactivation``: return ``(y, z)``.
     """
-    z = F.linear(n, meta["W1"], meta["b1"])
-    if delta is not None:
-        z = blocked_matmul(n, delta["W1"], block, base=z, bias=delta["b1"])
-    h = F.gelu(z)
-    y = F.linear(h, meta["W2"], meta["b2"])
-    if delta is not None:
-        y = blocked_matmul(h, delta["W2"], block, base=y, bias=delta["b2"])
+    if weights is None:
+        y, z, _ = fast_mlp_read_split(n, meta, None)
+    else:
+        y, z = _BlockedRead.apply(n, meta["W1"], meta["b1"], meta["W2"], meta["b2"], weights, block)
     return (y, z) if with_preactivation else y
 
 
