@@ -83,6 +83,11 @@ def _mc_task_with_code(tmp: Path, corpus: Path) -> list[str]:
                     "headline": "mc.acc"})(tmp, corpus)
 
 
+def _data_file(name: str, content: str | bytes) -> Callable[[Path, Path], list[str]]:
+    """The tiny plan reading its training text from one file ``name`` (a malformed one)."""
+    return lambda tmp, corpus: _plan(**{"defaults.data.source": str(_write(tmp, name, content))})(tmp, corpus)
+
+
 def _args(*args: str) -> Callable[[Path, Path], list[str]]:
     return lambda tmp, corpus: [a.replace("{plan}", str(tiny_plan(tmp, corpus))) for a in args]
 
@@ -165,6 +170,12 @@ CASES = {
     "hub tokenizer offline": (_plan(**{"defaults.data.tokenizer": "no-such-org/no-such-tokenizer"}),
                               "data.tokenizer 'no-such-org/no-such-tokenizer' is a Hugging Face hub id"),
     "mc task importing code": (_mc_task_with_code, "uses '!function'"),
+    # data files datasets cannot parse: the line at fault, and no datasets log line before the error
+    "malformed .jsonl line": (_data_file("bad.jsonl", '{"text": "ok"}\n{"text": broken\n'),
+                              "bad.jsonl: could not be read as json (line 2 is not JSON: Expecting value at column 10)"),
+    ".jsonl line not an object": (_data_file("list.jsonl", '{"text": "ok"}\n[1, 2]\n'),
+                                  "(line 2 is JSON but not an object"),
+    "truncated .parquet": (_data_file("cut.parquet", b"PAR1"), "could not be read as parquet (ArrowInvalid: "),
 }
 
 

@@ -26,7 +26,8 @@ def done_run(tmp_path):
                             "ci95": {"loss": [3.0, 3.2]}, "details": {}}, [{"i": 0, "nll": 3.1}])
     run.model_dir.mkdir()
     (run.model_dir / "config.json").write_text("{}")
-    (run.model_dir / "model.safetensors").write_bytes(b"\0" * 64)
+    from safetensors.torch import save_file
+    save_file({"w": __import__("torch").zeros(4, 4)}, str(run.model_dir / "model.safetensors"))
     run.set_status("done", step=4, message="max_steps", best_step=3, best_metric=3.05)
     return run
 
@@ -57,6 +58,29 @@ def test_release_bundles_the_run_with_a_manifest_and_verify_catches_any_change(m
     assert "not in the manifest: extra.txt" in text
     code, text = cli(monkeypatch, capsys, "release", "plan/tiny", "--runs-dir", str(tmp_path / "runs"), "--out", str(out))
     assert code == 2 and "not empty" in text
+
+
+def test_a_truncated_file_is_refused_by_release_and_reported_by_verify(monkeypatch, capsys, tmp_path, done_run):
+    """A checksum says a file is what was bundled, not that it loads: release and --verify parse what they can."""
+    from archlab.report.release import MANIFEST, _sha256
+
+    runs = str(tmp_path / "runs")
+    loss = done_run.path / "eval" / "loss.json"
+    good = loss.read_text()
+    loss.write_text(good[: len(good) // 2])
+    code, text = cli(monkeypatch, capsys, "release", "plan/tiny", "--runs-dir", runs, "--out", str(tmp_path / "b1"))
+    assert code == 2 and "eval/loss.json is damaged" in text and "Traceback" not in text
+    assert not (tmp_path / "b1").exists()
+    loss.write_text(good)
+    out = tmp_path / "b2"
+    assert cli(monkeypatch, capsys, "release", "plan/tiny", "--runs-dir", runs, "--out", str(out))[0] == 0
+    weights = out / "model" / "model.safetensors"
+    old_digest = _sha256(weights)
+    weights.write_bytes(weights.read_bytes()[:-16])  # cut, and the manifest rewritten to match
+    manifest = out / MANIFEST
+    manifest.write_text(manifest.read_text().replace(old_digest, _sha256(weights)))
+    code, text = cli(monkeypatch, capsys, "release", "--verify", str(out))
+    assert code == 2 and "damaged: model/model.safetensors" in text and "changed:" not in text
 
 
 def test_release_refuses_an_unfinished_run(tmp_path, done_run):

@@ -6,12 +6,13 @@ seeded document shuffle (see ``archlab.data.build``).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from archlab.data import embedded
 from archlab.data.config import DataConfig
-from archlab.errors import ArchlabError, did_you_mean
+from archlab.errors import ArchlabError, did_you_mean, first_line
 from archlab.offline import datasets_offline_unless_reachable
 
 Records = list[dict[str, Any]]
@@ -61,11 +62,46 @@ def _read_file(file: Path, cfg: DataConfig) -> Records:
         return [{cfg.text_field: file.read_text(encoding="utf-8")}]
     import datasets
 
+    verbosity = datasets.utils.logging.get_verbosity()
+    datasets.utils.logging.set_verbosity(logging.CRITICAL)  # its parse error is in our one line, not logged too
     try:
         ds = datasets.load_dataset(kind, data_files=str(file), split="train")
     except Exception as exc:  # datasets raises many types for malformed files
-        raise ArchlabError(f"{file}: could not be read as {kind} ({type(exc).__name__}: {exc})") from None
+        cause = _bad_json_line(file) if file.suffix == ".jsonl" else None
+        if cause is None:
+            root = _root_cause(exc)
+            cause = f"{type(root).__name__}: {first_line(root)}"
+        raise ArchlabError(f"{file}: could not be read as {kind} ({cause})") from None
+    finally:
+        datasets.utils.logging.set_verbosity(verbosity)
     return [dict(row) for row in ds]
+
+
+def _bad_json_line(file: Path) -> str | None:
+    """Where a JSON-lines file first fails to parse (datasets' own error names neither the line nor the cause)."""
+    import json
+
+    try:
+        with file.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                if line.strip() and not isinstance(json.loads(line), dict):
+                    return f"line {number} is JSON but not an object ({{\"text\": ...}})"
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text: {exc.reason} at byte {exc.start} of a line"
+    except json.JSONDecodeError as exc:
+        return f"line {number} is not JSON: {exc.msg} at column {exc.colno}"
+    except OSError:
+        return None
+    return None
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception: datasets wraps a parse error (the line that names the bad row) in its own."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    return exc
 
 
 def _hub(cfg: DataConfig) -> dict[str, Records]:

@@ -12,7 +12,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from archlab.errors import ArchlabError
+from archlab.errors import ArchlabError, first_line
 from archlab.files import atomic_write
 from archlab.plan.hub import model_card
 from archlab.rundir import RunDir
@@ -33,6 +33,35 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst)
 
 
+def damage(path: Path) -> str | None:
+    """Why a JSON, JSON-lines, YAML or safetensors file does not parse (None when it does, or is of another kind):
+    a checksum only says a file is what was bundled, and a run killed mid-write can leave a truncated one."""
+    import json
+
+    import yaml
+
+    try:
+        if path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        elif path.suffix == ".jsonl":
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if line.strip():
+                    try:
+                        json.loads(line)
+                    except ValueError as exc:
+                        return f"line {number} is not JSON ({exc})"
+        elif path.suffix in (".yaml", ".yml"):
+            yaml.safe_load(path.read_text(encoding="utf-8"))
+        elif path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt"):  # refuses a header whose tensors the file does not cover
+                pass
+    except Exception as exc:  # JSON/YAML/UTF-8 errors, and safetensors' SafetensorError (no stable import path)
+        return first_line(exc)
+    return None
+
+
 def build_release(run_dir: Path, out: Path) -> Path:
     """Write the bundle of a finished run to ``out`` (which must not exist or be empty); returns ``out``."""
     run = RunDir(run_dir)
@@ -43,6 +72,12 @@ def build_release(run_dir: Path, out: Path) -> Path:
         raise ArchlabError(f"release: run {run.id} is {status}, not done; a release bundles a finished run")
     if out.exists() and any(out.iterdir()):
         raise ArchlabError(f"release: {out} exists and is not empty; choose another --out or remove it")
+    damaged = [(p, why) for p in sorted(run.path.rglob("*")) if p.is_file() and (why := damage(p)) is not None
+               and RunDir.CHECKPOINTS not in p.relative_to(run.path).parts]
+    if damaged:
+        path, why = damaged[0]
+        raise ArchlabError(f"release: {path} is damaged ({why}); a bundle must load: re-run the eval or the run "
+                           f"that wrote it" + (f" ({len(damaged) - 1} more damaged file(s))" if len(damaged) > 1 else ""))
     out.mkdir(parents=True, exist_ok=True)
     if (run.model_dir / "config.json").is_file():
         for file in sorted(p for p in run.model_dir.rglob("*") if p.is_file()):
@@ -96,6 +131,8 @@ def verify_release(folder: Path) -> list[str]:
             problems.append(f"missing: {name}")
         elif _sha256(path) != digest:
             problems.append(f"changed: {name} (checksum differs)")
+        elif (why := damage(path)) is not None:
+            problems.append(f"damaged: {name} ({why})")
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST}
     problems += [f"not in the manifest: {name}" for name in sorted(present - set(listed))]
     return problems
