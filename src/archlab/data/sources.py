@@ -62,8 +62,9 @@ def _read_file(file: Path, cfg: DataConfig) -> Records:
         return [{cfg.text_field: file.read_text(encoding="utf-8")}]
     import datasets
 
-    verbosity = datasets.utils.logging.get_verbosity()
+    verbosity, bars = datasets.utils.logging.get_verbosity(), datasets.utils.are_progress_bars_disabled()
     datasets.utils.logging.set_verbosity(logging.CRITICAL)  # its parse error is in our one line, not logged too
+    datasets.utils.disable_progress_bars()  # nor a "Generating train split" bar left after the error line
     try:
         ds = datasets.load_dataset(kind, data_files=str(file), split="train")
     except Exception as exc:  # datasets raises many types for malformed files
@@ -74,6 +75,8 @@ def _read_file(file: Path, cfg: DataConfig) -> Records:
         raise ArchlabError(f"{file}: could not be read as {kind} ({cause})") from None
     finally:
         datasets.utils.logging.set_verbosity(verbosity)
+        if not bars:
+            datasets.utils.enable_progress_bars()
     return [dict(row) for row in ds]
 
 
