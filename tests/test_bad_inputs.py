@@ -158,6 +158,27 @@ CASES = {
                                  "model.config.n_embd: expected int, got str (value: 'big')"),
     "hf_config wrong type": (_file("llama.yaml", ONE_RUN.format(model="{hf_config: {model_type: llama, hidden_size: big}}")),
                              "model.hf_config.hidden_size: expected int, got str (value: 'big')"),
+    "unknown activation (gpt2)": (_file("act.yaml", ONE_RUN.format(
+        model="{arch: gpt2_variants, config: {n_embd: 32, n_layer: 1, n_head: 2, activation_function: gelu_neww}}")),
+        "model.config.activation_function: unknown value 'gelu_neww' (did you mean 'gelu_new'?)"),
+    "unknown activation (hf_config)": (_file("act2.yaml", ONE_RUN.format(
+        model="{hf_config: {model_type: llama, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
+              "num_attention_heads: 2, hidden_act: siluu}}")),
+        "model.hf_config.hidden_act: unknown value 'siluu' (did you mean 'silu'?)"),
+    "mag_weight schedule out of range": (_file("mag.yaml", ONE_RUN.format(
+        model="{hf_config: {model_type: llama, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
+              "num_attention_heads: 2}}").replace("train: {", "graft: {operator: delta_rule}\n  train: {schedules: "
+                                                    "{mag_weight: {type: linear, start: 0, end: 7, steps: 2}}, ")),
+        "train.schedules.mag_weight (linear) reaches 7, but mag_weight must be in [0, 1]"),
+    "teach_scale schedule below 0": (_file("teach.yaml", ONE_RUN.format(
+        model="{arch: hope, config: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, cms_periods: [4]}}")
+        .replace("train: {", "train: {schedules: {teach_scale: {type: cyclic, values: [0.1, -0.1], eval_value: 0.1}}, ")),
+        "train.schedules.teach_scale (cyclic) reaches -0.1, but teach_scale must be >= 0"),
+    "duo_predict mask on <|endoftext|>": (_file("duo.yaml", ONE_RUN.format(
+        model="{arch: gpt2_variants, config: {n_embd: 32, n_layer: 1, n_head: 2, duo_predict: true}}").replace(
+        "tokenizer: embedded", "tokenizer: gpt2")),
+        "model.config.duo_predict puts its mask slot on the last id 50256, which this tokenizer uses for "
+        "'<|endoftext|>'"),
     "unknown mixer option": (_plan(**{"defaults.model.config.mixer_options": {"windw": 3}}), "mixer_options.attention: unknown key 'windw' (did you mean 'sliding_window'?)"),
     "rule on an unknown axis": (_plan(rules=[{"when": {"postion": "rope"}, "set": {"train.seed": 1}}]),
                                 "'postion' is no axis of this plan (did you mean 'pos'?)"),

@@ -20,7 +20,7 @@ from huggingface_hub.errors import StrictDataclassError
 from pydantic import TypeAdapter, ValidationError
 
 from archlab.config import numeric_only
-from archlab.errors import ArchlabError
+from archlab.errors import ArchlabError, did_you_mean
 
 
 @functools.cache
@@ -98,3 +98,18 @@ def strict_error_line(exc: StrictDataclassError, prefix: str) -> str:
 
 
 __all__ = ["StrictDataclassError", "checked_values", "config_key_rows", "strict_error_line", "type_label"]
+
+
+def unknown_value_line(exc: KeyError, values: dict[str, Any], prefix: str) -> str | None:
+    """A constructor's KeyError (a name looked up in a table, e.g. ``activation_function: gelu_neww`` in
+    transformers' ACT2FN) as the key of ``values`` that holds the name; None when no value is that name."""
+    missing = exc.args[0] if exc.args else None
+    key = next((k for k, v in values.items() if isinstance(missing, str) and v == missing), None)
+    if key is None:
+        return None
+    hint = ""
+    if "act" in key:  # activation names: transformers' table
+        from transformers.activations import ACT2FN
+
+        hint = f"{did_you_mean(missing, list(ACT2FN))}; known: {', '.join(sorted(ACT2FN))}"
+    return f"{prefix}.{key}: unknown value {missing!r}{hint}"

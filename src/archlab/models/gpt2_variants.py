@@ -97,6 +97,19 @@ class GPT2VariantsConfig(GPT2Config):
         """The mask slot's token: ``mask_token_id``, else the last id (where the tokenizer adds ``<|MASK|>``)."""
         return self.mask_token_id if self.mask_token_id is not None else self.vocab_size - 1
 
+    def tokenizer_problem(self, tokenizer) -> str | None:
+        """Why this config cannot train with ``tokenizer`` (checked by ``archlab plan``): Duo-Predict's default mask
+        slot, the last id, must be the tokenizer's mask token, not a token text uses (plain GPT-2's last id is
+        ``<|endoftext|>``). An explicit ``mask_token_id`` is the user's choice."""
+        if not self.duo_predict or self.mask_token_id is not None:
+            return None
+        mask = self.duo_mask_id
+        if mask >= len(tokenizer) or mask == getattr(tokenizer, "mask_token_id", None):
+            return None  # past the tokenizer's ids, text never holds it
+        return (f"model.config.duo_predict puts its mask slot on the last id {mask}, which this tokenizer uses for "
+                f"{tokenizer.convert_ids_to_tokens(mask)!r}; use data.tokenizer: gpt2+mask (seed 001's <|MASK|>), "
+                f"data.add_mask_token: true, or set model.config.mask_token_id")
+
 
 def geometric_frequencies(num_heads: int, head_dim: int, base: float = ROTATION_BASE) -> torch.Tensor:
     """[H, d_h/2]: θ_{h,i} = s_h · base^{−2i/d_h}, s_h log-spaced from 1 down to 0.1 over the heads."""

@@ -572,6 +572,7 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     scheduled_attributes = ("teach_scale",)
+    scheduled_ranges = {"teach_scale": (0.0, float("inf"))}  # a negative scale writes toward pred + delta: ascent
 
     def __init__(self, config: HopeConfig):
         super().__init__(config)

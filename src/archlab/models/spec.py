@@ -11,8 +11,8 @@ from pydantic import Field, model_validator
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from archlab.config import Config
-from archlab.errors import ArchlabError, did_you_mean
-from archlab.models.config_check import StrictDataclassError, checked_values, strict_error_line
+from archlab.errors import ArchlabError, did_you_mean, first_line
+from archlab.models.config_check import StrictDataclassError, checked_values, strict_error_line, unknown_value_line
 from archlab.models.pretrained import load_pretrained
 from archlab.models.registry import ARCHITECTURES
 
@@ -133,6 +133,9 @@ def build_hf_model(spec: ModelConfig, vocab_size: int | None = None) -> PreTrain
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=spec.trust_remote_code)
     except StrictDataclassError as exc:
         raise ArchlabError(strict_error_line(exc, "model.hf_config")) from None
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ArchlabError(f"model.hf_config: {str(exc).splitlines()[0][:200]}") from None
+    except KeyError as exc:
+        line = unknown_value_line(exc, options, "model.hf_config")
+        raise ArchlabError(line or f"model.hf_config: unknown name {first_line(exc)}") from None
+    except (ValueError, TypeError) as exc:
+        raise ArchlabError(f"model.hf_config: {first_line(exc)}") from None
     return model.to(DTYPES[spec.dtype])

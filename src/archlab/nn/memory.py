@@ -188,6 +188,7 @@ class MemoryBranch(nn.Module):
     """
 
     scheduled_attributes = ("mag_weight",)
+    scheduled_ranges = {"mag_weight": (0.0, 1.0)}  # a convex mix of attention and memory
 
     def __init__(
         self,

@@ -13,9 +13,10 @@ from archlab.evals.base import check_eval_objective
 from archlab.files import SLUG_RULE, is_slug
 from archlab.graft import GraftConfig
 from archlab.models.spec import ModelConfig
+from archlab.nn.memory import MemoryBranch
 from archlab.plan.match import MatchConfig
 from archlab.train import TrainConfig
-from archlab.train.schedules import resolve_eval_value
+from archlab.train.schedules import out_of_range, resolve_eval_value
 
 DEFAULT_EVALS = [{"name": "loss"}, {"name": "generate_samples"}]
 DEFAULT_MASKED_DIFFUSION_EVALS = [{"name": "masked_loss"}]
@@ -81,6 +82,10 @@ class RunConfig(Config):
         """Record the value of every scheduled attribute that evaluation uses (what is evaluated is
         what was trained), so the resolved config.yaml says it and `archlab eval` reproduces in-run numbers."""
         for name, spec in self.train.schedules.items():
+            if name == "mag_weight" and self.graft is not None:  # checked here, before its eval value is assigned
+                problem = out_of_range(name, spec, MemoryBranch.scheduled_ranges[name])
+                if problem:
+                    raise ValueError(problem)
             given = self.graft.eval_mag_weight if name == "mag_weight" and self.graft is not None else None
             value = given if given is not None else resolve_eval_value(spec, self.train.max_steps)
             if value is None:

@@ -144,8 +144,9 @@ def check_run(config: RunConfig, where: str, checks: Checks | None = None) -> No
     if tokenizer is not None:
         parts = {k: config.to_dict()[k] for k in ("model", "graft")} | {
             "trainable": config.train.trainable, "schedules": sorted(config.train.schedules),
-            "vocab": len(tokenizer), "seq": _sequence_length(config)}
-        checks.once("model", parts, lambda: _check_model(config, len(tokenizer), where))
+            "tokenizer": tok_name, "vocab": len(tokenizer), "seq": _sequence_length(config),
+            "mask": config.data.add_mask_token}
+        checks.once("model", parts, lambda: _check_model(config, tokenizer, where))
 
 
 def _check_needs(config: RunConfig, where: str) -> None:
@@ -285,8 +286,21 @@ def _check_text_file(file: Path, where: str) -> None:
                            f".jsonl, .csv or .parquet)")
 
 
-def _check_model(config: RunConfig, vocab_size: int, where: str) -> None:
+def _unknown_value(config: RunConfig, exc: KeyError) -> str:
+    from archlab.models.config_check import unknown_value_line
+
+    line = unknown_value_line(exc, config.model.config or {}, "model.config")
+    return line or f"the model cannot be built: unknown name {first_line(exc)}"
+
+
+def _check_model(config: RunConfig, tokenizer, where: str) -> None:
     from archlab.plan.build import build_run_model
+
+    if config.data.add_mask_token:
+        from archlab.data.tokenizers import with_mask_token
+
+        tokenizer = with_mask_token(tokenizer)
+    vocab_size = len(tokenizer)
 
     try:
         with torch.device("meta"), warnings.catch_warnings():
@@ -297,7 +311,9 @@ def _check_model(config: RunConfig, vocab_size: int, where: str) -> None:
             model = build_run_model(config, vocab_size, base=base)
     except ArchlabError as exc:
         raise ArchlabError(f"{where}: {exc}") from None
-    except (ValueError, TypeError, KeyError, RuntimeError, AssertionError, AttributeError) as exc:
+    except KeyError as exc:
+        raise ArchlabError(f"{where}: {_unknown_value(config, exc)}") from None
+    except (ValueError, TypeError, RuntimeError, AssertionError, AttributeError) as exc:
         raise ArchlabError(f"{where}: the model cannot be built: {first_line(exc)}") from None
     model_config = getattr(model, "config", None)
     layers = getattr(model_config, "num_hidden_layers", None)
@@ -308,6 +324,9 @@ def _check_model(config: RunConfig, vocab_size: int, where: str) -> None:
         shape = tuple(model.get_parameter(empty).shape)
         raise ArchlabError(f"{where}: the model's parameter '{empty}' has shape {shape}: a size in model.config "
                            f"is 0; every width must be >= 1")
+    problem = getattr(model_config, "tokenizer_problem", lambda tok: None)(tokenizer)
+    if problem:
+        raise ArchlabError(f"{where}: {problem}")
     model_vocab = getattr(model_config, "vocab_size", None)
     if isinstance(model_vocab, int) and vocab_size and model_vocab < vocab_size:
         raise ArchlabError(f"{where}: the model's vocab_size={model_vocab} is smaller than the tokenizer's "
@@ -326,12 +345,16 @@ def _check_model(config: RunConfig, vocab_size: int, where: str) -> None:
             blocks_to_wrap(model, config.train.fsdp_config.transformer_layer_cls_to_wrap)
         except ArchlabError as exc:
             raise ArchlabError(f"{where}: {exc}") from None
-    from archlab.train.schedules import TRAINER_ATTRIBUTES, set_model_attribute
+    from archlab.train.schedules import TRAINER_ATTRIBUTES, attribute_bounds, out_of_range, set_model_attribute
 
-    for name in config.train.schedules:
+    for name, spec in config.train.schedules.items():
         if name not in TRAINER_ATTRIBUTES and set_model_attribute(model, name, 0.0) == 0:
             raise ArchlabError(f"{where}: train.schedules targets '{name}', but no module of this model declares "
                                f"it; check the key or the model/graft settings")
+        bounds = attribute_bounds(model, name)
+        problem = out_of_range(name, spec, bounds) if bounds is not None else None
+        if problem:
+            raise ArchlabError(f"{where}: {problem}")
 
 
 def _pretrained_base(config: RunConfig):

@@ -98,6 +98,37 @@ def build_schedule(spec: ScheduleSpec, steps_per_epoch: int | None = None) -> Sc
 
 TRAINER_ATTRIBUTES = ("max_grad_norm",)
 """Schedule targets the trainer itself applies (train keys), not model attributes."""
+TRAINER_RANGES = {"max_grad_norm": (0.0, float("inf"))}
+
+
+def schedule_span(spec: ScheduleSpec) -> tuple[float, float]:
+    """The least and greatest value the schedule takes (every type is piecewise linear between the values it
+    names; warmup_decay starts from 0) and its eval_value: what a range check has to see."""
+    named = {"constant": [spec.value], "linear": [spec.start, spec.end], "cyclic": spec.values or [],
+             "piecewise": spec.values or [], "warmup_decay": [0.0, spec.peak, spec.final]}.get(spec.type, [])
+    values = [float(v) for v in [*named, spec.eval_value] if v is not None]
+    return (min(values), max(values)) if values else (0.0, 0.0)
+
+
+def out_of_range(name: str, spec: ScheduleSpec, bounds: tuple[float, float]) -> str | None:
+    """Why the schedule of ``name`` leaves ``bounds`` (the attribute's valid values); None when it stays inside."""
+    low, high = schedule_span(spec)
+    if bounds[0] <= low and high <= bounds[1]:
+        return None
+    bad = low if low < bounds[0] else high
+    upper = "" if bounds[1] == float("inf") else f", {bounds[1]:g}]"
+    allowed = f"in [{bounds[0]:g}{upper}" if upper else f">= {bounds[0]:g}"
+    return f"train.schedules.{name} ({spec.type}) reaches {bad:g}, but {name} must be {allowed}"
+
+
+def attribute_bounds(model: nn.Module, name: str) -> tuple[float, float] | None:
+    """The valid values of a scheduled attribute, as the modules that declare it say (``scheduled_ranges``)."""
+    if name in TRAINER_RANGES:
+        return TRAINER_RANGES[name]
+    for module in model.modules():
+        if name in getattr(module, "scheduled_attributes", ()) and name in getattr(module, "scheduled_ranges", {}):
+            return module.scheduled_ranges[name]
+    return None
 
 
 SETTLED = {"constant": lambda s: s.value, "linear": lambda s: s.end, "piecewise": lambda s: (s.values or [None])[-1],
