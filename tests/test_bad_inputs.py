@@ -179,6 +179,11 @@ CASES = {
         "tokenizer: embedded", "tokenizer: gpt2")),
         "model.config.duo_predict puts its mask slot on the last id 50256, which this tokenizer uses for "
         "'<|endoftext|>'"),
+    "bad schedule in the second run only": (  # the same schedule names as the first run's: checked all the same
+        _plan(**{"defaults.train.schedules": {"max_grad_norm": {"type": "constant", "value": 1.0}}},
+              matrix={"pos": ["learned"], "train.seed": [1, 2]},
+              rules=[{"when": {"train.seed": 2}, "set": {"train.schedules.max_grad_norm.value": -1}}]),
+        "train.schedules.max_grad_norm (constant) reaches -1, but max_grad_norm must be >= 0"),
     "unknown mixer option": (_plan(**{"defaults.model.config.mixer_options": {"windw": 3}}), "mixer_options.attention: unknown key 'windw' (did you mean 'sliding_window'?)"),
     "rule on an unknown axis": (_plan(rules=[{"when": {"postion": "rope"}, "set": {"train.seed": 1}}]),
                                 "'postion' is no axis of this plan (did you mean 'pos'?)"),

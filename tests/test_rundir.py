@@ -15,7 +15,7 @@ from tests.test_cli import cli, tiny_plan
 
 import archlab.rundir
 from archlab.errors import ArchlabError
-from archlab.files import atomic_write, slug
+from archlab.files import atomic_write, jsonl_problem, slug
 from archlab.plan import RunConfig, RunSpec, RunStore, expand, load_plan
 from archlab.plan.executor import run_local
 from archlab.rundir import RunDir
@@ -103,3 +103,20 @@ def test_a_symlink_out_of_the_plan_folder_is_refused(tmp_path):
                                                 ("-a-", "a"), ("x" * 100, "x" * 80)])
 def test_one_slug_function(text, expected):
     assert slug(text) == expected
+
+
+@pytest.mark.parametrize("content,problem", [
+    (b'{"a": 1}\n{"b": 2}\n', None),
+    (b'{"a": 1}\n\n{"b": 2}', None),
+    (b'{"a": 1}\n{"b": \n{"c": 3}\n', "line 2 is not JSON: Expecting value at column 7"),
+    (b'{"a": 1}\n[1, 2]\n', "line 2 is JSON but not an object"),
+    (b'{"a": 1}\n{"b": "\xff"}\n', "line 2 is not UTF-8 text (invalid start byte at byte 7 of the line)"),
+    (b'{"a": 1}\n{"step": 5, "lo', "line 2 is not JSON"),
+])
+def test_jsonl_problem_names_the_first_bad_line(tmp_path, content, problem):
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(content)
+    found = jsonl_problem(path, objects=True)
+    assert found == problem if problem is None else problem in found
+    # a last line without its newline is what a kill mid-append leaves: tolerated on request, never a middle line
+    assert jsonl_problem(path, objects=True, cut_tail=True) == (None if content.endswith(b'"lo') else found)

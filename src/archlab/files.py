@@ -59,3 +59,29 @@ def atomic_write(path: Path, data: str | bytes | Callable[[Path], None]) -> None
 
 def disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in DISK_FULL
+
+
+def jsonl_problem(path: Path, objects: bool = False, cut_tail: bool = False) -> str | None:
+    """Where a JSON-lines file first fails to parse, as "line N ..." (None when every line parses).
+
+    ``objects``: every line must be a JSON object. ``cut_tail``: a last line without its newline that does not
+    parse is what a kill mid-append leaves (readers skip it), not damage.
+    """
+    import json
+
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            return f"line {number} is not UTF-8 text ({exc.reason} at byte {exc.start} of the line)"
+        except json.JSONDecodeError as exc:
+            if cut_tail and number == len(lines):
+                return None
+            return f"line {number} is not JSON: {exc.msg} at column {exc.colno}"
+        if objects and not isinstance(value, dict):
+            return f"line {number} is JSON but not an object ({{\"text\": ...}})"
+    return None

@@ -72,6 +72,8 @@ def test_a_truncated_file_is_refused_by_release_and_reported_by_verify(monkeypat
     assert code == 2 and "eval/loss.json is damaged" in text and "Traceback" not in text
     assert not (tmp_path / "b1").exists()
     loss.write_text(good)
+    with (done_run.path / "metrics.jsonl").open("a") as f:  # a kill mid-append: readers skip it, release too
+        f.write('{"step": 5, "lo')
     out = tmp_path / "b2"
     assert cli(monkeypatch, capsys, "release", "plan/tiny", "--runs-dir", runs, "--out", str(out))[0] == 0
     weights = out / "model" / "model.safetensors"

@@ -13,6 +13,7 @@ from typing import Any
 from archlab.data import embedded
 from archlab.data.config import DataConfig
 from archlab.errors import ArchlabError, did_you_mean, first_line
+from archlab.files import jsonl_problem
 from archlab.offline import datasets_offline_unless_reachable
 
 Records = list[dict[str, Any]]
@@ -68,7 +69,7 @@ def _read_file(file: Path, cfg: DataConfig) -> Records:
     try:
         ds = datasets.load_dataset(kind, data_files=str(file), split="train")
     except Exception as exc:  # datasets raises many types for malformed files
-        cause = _bad_json_line(file) if file.suffix == ".jsonl" else None
+        cause = jsonl_problem(file, objects=True) if file.suffix == ".jsonl" else None
         if cause is None:
             root = _root_cause(exc)
             cause = f"{type(root).__name__}: {first_line(root)}"
@@ -80,28 +81,11 @@ def _read_file(file: Path, cfg: DataConfig) -> Records:
     return [dict(row) for row in ds]
 
 
-def _bad_json_line(file: Path) -> str | None:
-    """Where a JSON-lines file first fails to parse (datasets' own error names neither the line nor the cause)."""
-    import json
-
-    try:
-        with file.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                if line.strip() and not isinstance(json.loads(line), dict):
-                    return f"line {number} is JSON but not an object ({{\"text\": ...}})"
-    except UnicodeDecodeError as exc:
-        return f"not UTF-8 text: {exc.reason} at byte {exc.start} of a line"
-    except json.JSONDecodeError as exc:
-        return f"line {number} is not JSON: {exc.msg} at column {exc.colno}"
-    except OSError:
-        return None
-    return None
-
-
 def _root_cause(exc: BaseException) -> BaseException:
     """The innermost exception: datasets wraps a parse error (the line that names the bad row) in its own."""
     seen = {id(exc)}
-    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+    while (inner := exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)) is not None \
+            and id(inner) not in seen:
         seen.add(id(inner))
         exc = inner
     return exc

@@ -102,14 +102,17 @@ __all__ = ["StrictDataclassError", "checked_values", "config_key_rows", "strict_
 
 def unknown_value_line(exc: KeyError, values: dict[str, Any], prefix: str) -> str | None:
     """A constructor's KeyError (a name looked up in a table, e.g. ``activation_function: gelu_neww`` in
-    transformers' ACT2FN) as the key of ``values`` that holds the name; None when no value is that name."""
-    missing = exc.args[0] if exc.args else None
-    key = next((k for k, v in values.items() if isinstance(missing, str) and v == missing), None)
+    transformers' ACT2FN, whose ``get_activation`` words it "function gelu_neww not found in ACT2FN mapping") as
+    the key of ``values`` that holds the name; None when no string value is that name."""
+    missing = str(exc.args[0]) if exc.args else ""
+    key = next((k for k, v in values.items() if isinstance(v, str) and v
+                and (v == missing or re.search(rf"(?<![\w-]){re.escape(v)}(?![\w-])", missing))), None)
     if key is None:
         return None
-    hint = ""
-    if "act" in key:  # activation names: transformers' table
-        from transformers.activations import ACT2FN
+    from transformers.activations import ACT2FN
 
-        hint = f"{did_you_mean(missing, list(ACT2FN))}; known: {', '.join(sorted(ACT2FN))}"
-    return f"{prefix}.{key}: unknown value {missing!r}{hint}"
+    value = values[key]
+    hint = ""
+    if "ACT2FN" in missing or re.search(r"(^|_)act(ivation)?(_|$)", key):
+        hint = f"{did_you_mean(value, list(ACT2FN))}; known: {', '.join(sorted(ACT2FN))}"
+    return f"{prefix}.{key}: unknown value {value!r}{hint}"

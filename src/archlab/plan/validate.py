@@ -143,7 +143,7 @@ def check_run(config: RunConfig, where: str, checks: Checks | None = None) -> No
     checks.once("data", {**config.data.to_dict(), "batch": batch}, lambda: _check_data(config, tokenizer, where))
     if tokenizer is not None:
         parts = {k: config.to_dict()[k] for k in ("model", "graft")} | {
-            "trainable": config.train.trainable, "schedules": sorted(config.train.schedules),
+            "trainable": config.train.trainable, "schedules": config.train.to_dict()["schedules"],
             "tokenizer": tok_name, "vocab": len(tokenizer), "seq": _sequence_length(config),
             "mask": config.data.add_mask_token}
         checks.once("model", parts, lambda: _check_model(config, tokenizer, where))

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from archlab.errors import ArchlabError, first_line
-from archlab.files import atomic_write
+from archlab.files import atomic_write, jsonl_problem
 from archlab.plan.hub import model_card
 from archlab.rundir import RunDir
 
@@ -43,13 +43,8 @@ def damage(path: Path) -> str | None:
     try:
         if path.suffix == ".json":
             json.loads(path.read_text(encoding="utf-8"))
-        elif path.suffix == ".jsonl":
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if line.strip():
-                    try:
-                        json.loads(line)
-                    except ValueError as exc:
-                        return f"line {number} is not JSON ({exc})"
+        elif path.suffix == ".jsonl":  # a last line cut by a kill mid-append is skipped by readers: not damage
+            return jsonl_problem(path, cut_tail=True)
         elif path.suffix in (".yaml", ".yml"):
             yaml.safe_load(path.read_text(encoding="utf-8"))
         elif path.suffix == ".safetensors":
@@ -72,16 +67,10 @@ def build_release(run_dir: Path, out: Path) -> Path:
         raise ArchlabError(f"release: run {run.id} is {status}, not done; a release bundles a finished run")
     if out.exists() and any(out.iterdir()):
         raise ArchlabError(f"release: {out} exists and is not empty; choose another --out or remove it")
-    damaged = [(p, why) for p in sorted(run.path.rglob("*")) if p.is_file() and (why := damage(p)) is not None
-               and RunDir.CHECKPOINTS not in p.relative_to(run.path).parts]
-    if damaged:
-        path, why = damaged[0]
-        raise ArchlabError(f"release: {path} is damaged ({why}); a bundle must load: re-run the eval or the run "
-                           f"that wrote it" + (f" ({len(damaged) - 1} more damaged file(s))" if len(damaged) > 1 else ""))
-    out.mkdir(parents=True, exist_ok=True)
+    copies: list[tuple[Path, str]] = []  # (file, its path in the bundle)
     if (run.model_dir / "config.json").is_file():
-        for file in sorted(p for p in run.model_dir.rglob("*") if p.is_file()):
-            _copy(file, out / "model" / file.relative_to(run.model_dir))
+        copies += [(file, f"model/{file.relative_to(run.model_dir).as_posix()}")
+                   for file in sorted(p for p in run.model_dir.rglob("*") if p.is_file())]
         weights = "model/ (the exported model: AutoModelForCausalLM.from_pretrained(\"model\") after `import archlab`)"
         record = run.status()
         if record.get("best_step"):  # train.load_best_model_at_end exported the best evaluation's weights
@@ -93,16 +82,21 @@ def build_release(run_dir: Path, out: Path) -> Path:
         good = [c for c in reversed(list_checkpoints(run.checkpoints)) if verify(c)]
         if not good:
             raise ArchlabError(f"release: run {run.id} has neither an exported model nor a verified checkpoint")
-        for name in ("model.safetensors", "meta.json"):  # the weights; the optimizer state stays behind
-            if (good[0] / name).is_file():
-                _copy(good[0] / name, out / "checkpoint" / good[0].name / name)
+        copies += [(good[0] / name, f"checkpoint/{good[0].name}/{name}")  # the weights; the optimizer state stays
+                   for name in ("model.safetensors", "meta.json") if (good[0] / name).is_file()]
         weights = f"checkpoint/{good[0].name}/ (the trained tensors; rebuild the model from config.yaml)"
-    for name in (RunDir.CONFIG, RunDir.METRICS, RunDir.SAMPLES, RunDir.ENV, RunDir.STATUS):
-        if (run.path / name).is_file():
-            _copy(run.path / name, out / name)
-    for file in sorted((run.path / RunDir.EVAL).glob("*")):
-        if file.is_file():
-            _copy(file, out / RunDir.EVAL / file.name)
+    copies += [(run.path / name, name) for name in (RunDir.CONFIG, RunDir.METRICS, RunDir.SAMPLES, RunDir.ENV,
+                                                    RunDir.STATUS) if (run.path / name).is_file()]
+    copies += [(file, f"{RunDir.EVAL}/{file.name}") for file in sorted((run.path / RunDir.EVAL).glob("*"))
+               if file.is_file()]
+    damaged = [(src, why) for src, _ in copies if (why := damage(src)) is not None]
+    if damaged:
+        path, why = damaged[0]
+        raise ArchlabError(f"release: {path} is damaged ({why}); a bundle must load: re-run the eval or the run "
+                           f"that wrote it" + (f" ({len(damaged) - 1} more damaged file(s))" if len(damaged) > 1 else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    for src, name in copies:
+        _copy(src, out / name)
     card = model_card(run)
     intro = (f"\n\n## This bundle\n\nMade by `archlab release` from `{run.path}`. Weights: {weights}. "
              f"Every file is listed with its SHA-256 in `{MANIFEST}`; check them with "

@@ -101,18 +101,24 @@ TRAINER_ATTRIBUTES = ("max_grad_norm",)
 TRAINER_RANGES = {"max_grad_norm": (0.0, float("inf"))}
 
 
-def schedule_span(spec: ScheduleSpec) -> tuple[float, float]:
-    """The least and greatest value the schedule takes (every type is piecewise linear between the values it
-    names; warmup_decay starts from 0) and its eval_value: what a range check has to see."""
+def schedule_span(spec: ScheduleSpec) -> tuple[float, float] | None:
+    """The least and greatest value the schedule takes with its eval_value (every built-in type is piecewise linear
+    between the values it names; warmup_decay rises from peak / warmup_steps); None for a type registered
+    elsewhere, whose values are not known without running it."""
     named = {"constant": [spec.value], "linear": [spec.start, spec.end], "cyclic": spec.values or [],
-             "piecewise": spec.values or [], "warmup_decay": [0.0, spec.peak, spec.final]}.get(spec.type, [])
-    values = [float(v) for v in [*named, spec.eval_value] if v is not None]
-    return (min(values), max(values)) if values else (0.0, 0.0)
+             "piecewise": spec.values or [], "warmup_decay": [spec.peak, spec.final]}.get(spec.type)
+    values = [float(v) for v in [*(named or []), spec.eval_value] if v is not None]
+    if spec.type == "warmup_decay" and spec.peak is not None and spec.warmup_steps:
+        values.append(float(spec.peak) / spec.warmup_steps)
+    return (min(values), max(values)) if named is not None and values else None
 
 
 def out_of_range(name: str, spec: ScheduleSpec, bounds: tuple[float, float]) -> str | None:
     """Why the schedule of ``name`` leaves ``bounds`` (the attribute's valid values); None when it stays inside."""
-    low, high = schedule_span(spec)
+    span = schedule_span(spec)
+    if span is None:
+        return None
+    low, high = span
     if bounds[0] <= low and high <= bounds[1]:
         return None
     bad = low if low < bounds[0] else high
