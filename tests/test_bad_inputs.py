@@ -88,6 +88,11 @@ def _data_file(name: str, content: str | bytes) -> Callable[[Path, Path], list[s
     return lambda tmp, corpus: _plan(**{"defaults.data.source": str(_write(tmp, name, content))})(tmp, corpus)
 
 
+def _mc(task: str) -> Callable[[Path, Path], list[str]]:
+    return _plan(**{"defaults.eval": [{"name": "mc", "tasks": [task], "limit": 2}], "metrics": ["mc.acc"],
+                    "headline": "mc.acc"})
+
+
 def _args(*args: str) -> Callable[[Path, Path], list[str]]:
     return lambda tmp, corpus: [a.replace("{plan}", str(tiny_plan(tmp, corpus))) for a in args]
 
@@ -196,6 +201,12 @@ CASES = {
     "hub tokenizer offline": (_plan(**{"defaults.data.tokenizer": "no-such-org/no-such-tokenizer"}),
                               "data.tokenizer 'no-such-org/no-such-tokenizer' is a Hugging Face hub id"),
     "mc task importing code": (_mc_task_with_code, "uses '!function'"),
+    # mc tasks: what loads only when the eval runs, after training, is checked by `plan`
+    "mc task file missing": (_mc("no/such/task.jsonl"), "mc task file not found: no/such/task.jsonl"),
+    "mc task file malformed": (lambda tmp, corpus: _mc(str(_write(tmp, "t.jsonl", '{"context": "a", "choices": ["b"], '
+                                                                   '"gold": 0}\n{"context": \n')))(tmp, corpus),
+                               "t.jsonl: line 2 is not JSON: Expecting value"),
+    "mc cloze corpus typo": (_mc("cloze:wikki"), "mc task 'cloze:wikki': unknown embedded corpus 'wikki'"),
     # data files datasets cannot parse: the line at fault, and no datasets log line before the error
     "malformed .jsonl line": (_data_file("bad.jsonl", '{"text": "ok"}\n{"text": broken\n'),
                               "bad.jsonl: could not be read as json (line 2 is not JSON: Expecting value at column 10)"),

@@ -161,6 +161,25 @@ def test_named_hub_task_offline_fails_with_one_line(monkeypatch):
     assert time.perf_counter() - start < 30
 
 
+def test_archlab_plan_refuses_an_unreachable_hub_task_before_training(monkeypatch, capsys, tmp_path, corpus_dir):
+    """What failed after training (the task loads when the eval runs) is now one line from `archlab plan`."""
+    from tests.test_cli import cli, tiny_plan
+
+    monkeypatch.setattr(mc_tasks, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    for task, message in (("mmlu_dvv", "mc task 'mmlu_dvv' (did you mean 'mmlu_dev'?) is not embedded"),
+                          ("piqa", "mc task 'piqa' is not embedded (mmlu_dev, cloze) or a file, and as an lm-eval "
+                                   "task it needs its dataset from the Hugging Face hub, which is not reachable")):
+        plan = tiny_plan(tmp_path, corpus_dir, metrics=["mc.acc"], headline="mc.acc")
+        data = __import__("yaml").safe_load(plan.read_text())
+        data["defaults"]["eval"] = [{"name": "mc", "tasks": ["mmlu_dev", task], "limit": 2}]
+        plan.write_text(__import__("yaml").safe_dump(data))
+        code, out = cli(monkeypatch, capsys, "plan", str(plan), "--runs-dir", str(tmp_path / "runs"))
+        assert code == 2 and message in out and "Traceback" not in out, out
+    MCParams(tasks=["mmlu_dev", "cloze:code"]).check_before_training()  # embedded tasks pass, offline too
+
+
 class PaddingBlind(MemorizingFake):
     """Accepts a mask and positions but lets padding change its logits (a recurrent mixer could)."""
 

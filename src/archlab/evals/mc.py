@@ -27,7 +27,7 @@ from archlab.evals.lib.loglik import (
     score_contexts_batched,
     score_full,
 )
-from archlab.evals.lib.mc_tasks import MCDoc, MCTask, load_task, task_code_file
+from archlab.evals.lib.mc_tasks import MCDoc, MCTask, check_task, load_task, task_code_file
 from archlab.evals.lib.memorize import memorized, require_memorize
 from archlab.evals.lib.stats import wilson_interval
 from archlab.evals.lib.views import EvalRun, View, cell, eval_view, fmt
@@ -70,6 +70,11 @@ class MCParams(Config):
 
     def task_list(self) -> list[str]:
         return list(self.tasks) if self.tasks is not None else [self.task]
+
+    def check_before_training(self) -> None:
+        """``archlab plan``'s check of every task (files exist and parse, an lm-eval name needs the hub)."""
+        for spec in self.task_list():
+            check_task(spec)
 
 
 def _encode(ctx: EvalContext, docs: list[MCDoc]) -> list[list[tuple[list[int], list[int]]]]:

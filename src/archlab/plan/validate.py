@@ -132,9 +132,7 @@ def check_run(config: RunConfig, where: str, checks: Checks | None = None) -> No
     checks.once("settings", {"train": config.train.to_dict(), "model": config.model.to_dict()},
                 lambda: _check_settings(config, where))
     for spec in config.eval:
-        definition = EVALS.get(spec.name)
-        checks.once("eval", spec.to_dict(), lambda d=definition, s=spec: d.params.parse(
-            s.params, where=f"{where}: eval '{s.name}'"))
+        checks.once("eval", spec.to_dict(), lambda s=spec: _check_eval(s, where))
     tok_name = config.data.tokenizer
     if tok_name == "word_level":  # built from the training split when the run starts; its size is known now
         tok_name = f"word_level:{config.data.word_level.vocab_size}"
@@ -147,6 +145,17 @@ def check_run(config: RunConfig, where: str, checks: Checks | None = None) -> No
             "tokenizer": tok_name, "vocab": len(tokenizer), "seq": _sequence_length(config),
             "mask": config.data.add_mask_token}
         checks.once("model", parts, lambda: _check_model(config, tokenizer, where))
+
+
+def _check_eval(spec, where: str) -> None:
+    """An eval's parameters, and what its ``check_before_training`` can see of its inputs (task files, the hub)."""
+    params = EVALS.get(spec.name).params.parse(spec.params, where=f"{where}: eval '{spec.name}'")
+    check = getattr(params, "check_before_training", None)
+    if check is not None:
+        try:
+            check()
+        except ArchlabError as exc:
+            raise ArchlabError(f"{where}: eval '{spec.name}': {exc}") from None
 
 
 def _check_needs(config: RunConfig, where: str) -> None:

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.errors import ArchlabError
-from archlab.evals.lib.texts import corpus_documents, read_eval_set, sentences
+from archlab.errors import ArchlabError, did_you_mean
+from archlab.evals.lib.texts import corpus_documents, embedded_corpus_name, read_eval_set, sentences
+from archlab.files import jsonl_problem
 from archlab.offline import hub_reachable
 
 EMBEDDED_TASKS = {"mmlu_dev": ("mmlu", "dev")}
@@ -65,6 +66,41 @@ def load_task(spec: str, *, limit: int | None, num_fewshot: int, delimiter: str,
     return _from_lm_eval(spec, limit, num_fewshot, include_path=None, source="lm-eval registry")
 
 
+def check_task(spec: str) -> None:
+    """What ``archlab plan`` can check of a task without loading it (raises ArchlabError): an embedded cloze corpus,
+    a task file that exists and parses, or an lm-eval task name, whose dataset needs the hub."""
+    if spec in EMBEDDED_TASKS:
+        return
+    if spec == "cloze" or spec.startswith("cloze:"):
+        try:
+            embedded_corpus_name(spec.partition(":")[2] or "wiki")
+        except ValueError as exc:
+            raise ArchlabError(f"mc task '{spec}': {exc}") from None
+        return
+    path = Path(spec).expanduser()
+    if path.suffix in (".jsonl", ".json", ".gz", ".yaml", ".yml"):
+        if not path.is_file():
+            raise ArchlabError(f"mc task file not found: {spec}")
+        problem = jsonl_problem(path, objects=True) if path.suffix == ".jsonl" else None
+        if problem:
+            raise ArchlabError(f"mc task file {spec}: {problem}")
+        if path.suffix in (".yaml", ".yml"):
+            _yaml_task_name(path)
+        return
+    _require_hub(spec)
+
+
+def _require_hub(name: str) -> None:
+    """An lm-eval registry task loads its dataset from the hub: refused in seconds when it cannot be reached."""
+    offline_cache = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+    if not offline_cache and not hub_reachable():
+        raise ArchlabError(f"mc task '{name}'{did_you_mean(name, [*EMBEDDED_TASKS, 'cloze'])} is not embedded "
+                           f"({', '.join(EMBEDDED_TASKS)}, cloze) or a file, and as an lm-eval task it needs its "
+                           f"dataset from the Hugging Face hub, which is not reachable; use a .jsonl of "
+                           f"{{context, choices, gold}}, an lm-eval YAML with dataset_path: json, task: mmlu_dev or "
+                           f"task: cloze")
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     import gzip
 
@@ -73,7 +109,8 @@ def _read_jsonl(path: Path) -> list[dict]:
     try:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
-        raise ArchlabError(f"{path}: not JSON lines ({exc})") from None
+        problem = jsonl_problem(path) if path.suffix == ".jsonl" else None
+        raise ArchlabError(f"{path}: not JSON lines ({problem or exc})") from None
 
 
 def docs_from_records(records: list[dict], delimiter: str, num_fewshot: int) -> list[MCDoc]:
@@ -153,13 +190,8 @@ def _from_lm_eval(name: str, limit: int | None, num_fewshot: int, include_path: 
                   source: str) -> MCTask:
     from lm_eval.tasks import TaskManager, get_task_dict
 
-    offline_cache = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
-    if include_path is None and not offline_cache and not hub_reachable():
-        # checked before indexing lm-eval's registry, so an offline run fails in seconds
-        raise ArchlabError(f"mc task '{name}' is not embedded ({', '.join(EMBEDDED_TASKS)}, cloze) or a file, and "
-                           f"as an lm-eval task it needs its dataset from the Hugging Face hub, which is not "
-                           f"reachable; use a .jsonl of {{context, choices, gold}}, an lm-eval YAML with "
-                           f"dataset_path: json, task: mmlu_dev or task: cloze")
+    if include_path is None:  # checked before indexing lm-eval's registry, so an offline run fails in seconds
+        _require_hub(name)
     manager = TaskManager(include_path=str(include_path), include_defaults=False) if include_path \
         else TaskManager()
     if name not in manager.all_tasks:
