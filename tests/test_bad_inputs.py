@@ -184,6 +184,10 @@ CASES = {
         "tokenizer: embedded", "tokenizer: gpt2")),
         "model.config.duo_predict puts its mask slot on the last id 50256, which this tokenizer uses for "
         "'<|endoftext|>'"),
+    "entropy patching without an entropy model": (_file("blt.yaml", ONE_RUN.format(
+        model="{arch: byte_latent, config: {patching: entropy, size: tiny}}").replace("tokenizer: embedded",
+                                                                                      "tokenizer: bytes")),
+        "model.config.patching: entropy needs a trained entropy model"),
     "bad schedule in the second run only": (  # the same schedule names as the first run's: checked all the same
         _plan(**{"defaults.train.schedules": {"max_grad_norm": {"type": "constant", "value": 1.0}}},
               matrix={"pos": ["learned"], "train.seed": [1, 2]},

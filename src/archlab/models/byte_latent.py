@@ -169,8 +169,7 @@ class ByteLatentConfig(PretrainedConfig):
                                  f"(config.json): {str(exc).splitlines()[0]}") from None
         if patching == "entropy" and entropy_config is None:
             # an untrained stand-in so shapes and tests work; real runs pass entropy_model_path (plan phase 1)
-            entropy_config = dict(model_type="archlab_transformer", hidden_size=64, num_hidden_layers=2,
-                                  num_attention_heads=2, position_embedding="rope", vocab_size=vocab_size)
+            entropy_config = _stand_in_entropy_config(vocab_size)
         self.entropy_config = entropy_config
         self.norm_eps = norm_eps
         self.initializer_range = initializer_range
@@ -181,6 +180,18 @@ class ByteLatentConfig(PretrainedConfig):
         kwargs.pop("layer_types", None)
         super().__init__(tie_word_embeddings=tie_word_embeddings, bos_token_id=bos_token_id,
                          eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+
+    def plan_problem(self, tokenizer, needs: set[str]) -> str | None:
+        """Why a run of this config should not start (checked by ``archlab plan``): entropy patching with the
+        untrained stand-in entropy model (no entropy_model_path, from the config or a plan's ``needs``) would
+        train on patch boundaries drawn by a random model."""
+        if self.patching != "entropy" or self.entropy_model_path or "model.config.entropy_model_path" in needs:
+            return None
+        if self.entropy_config != _stand_in_entropy_config(self.vocab_size):
+            return None  # an entropy_config given on purpose (e.g. a saved model's)
+        return ("model.config.patching: entropy needs a trained entropy model: set model.config.entropy_model_path "
+                "to its folder, or train it in the plan and pass it with needs: {model.config.entropy_model_path: "
+                "<run name>} (plans/byte_latent.yaml), or use patching: static")
 
     @property
     def bos_for_entropy(self) -> int:
@@ -367,6 +378,11 @@ class ByteLatentForCausalLM(ByteLatentPreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = causal_lm_loss(logits, labels)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
+
+
+def _stand_in_entropy_config(vocab_size: int) -> dict[str, Any]:
+    return dict(model_type="archlab_transformer", hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                position_embedding="rope", vocab_size=vocab_size)
 
 
 def parameter_count(config: ByteLatentConfig, include_entropy_model: bool = False) -> int:

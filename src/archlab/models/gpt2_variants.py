@@ -97,8 +97,8 @@ class GPT2VariantsConfig(GPT2Config):
         """The mask slot's token: ``mask_token_id``, else the last id (where the tokenizer adds ``<|MASK|>``)."""
         return self.mask_token_id if self.mask_token_id is not None else self.vocab_size - 1
 
-    def tokenizer_problem(self, tokenizer) -> str | None:
-        """Why this config cannot train with ``tokenizer`` (checked by ``archlab plan``): Duo-Predict's default mask
+    def plan_problem(self, tokenizer, needs: set[str]) -> str | None:
+        """Why a run of this config should not start (checked by ``archlab plan``): Duo-Predict's default mask
         slot, the last id, must be the tokenizer's mask token, not a token text uses (plain GPT-2's last id is
         ``<|endoftext|>``). An explicit ``mask_token_id`` is the user's choice."""
         if not self.duo_predict or self.mask_token_id is not None:

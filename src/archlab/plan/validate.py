@@ -143,7 +143,7 @@ def check_run(config: RunConfig, where: str, checks: Checks | None = None) -> No
         parts = {k: config.to_dict()[k] for k in ("model", "graft")} | {
             "trainable": config.train.trainable, "schedules": config.train.to_dict()["schedules"],
             "tokenizer": tok_name, "vocab": len(tokenizer), "seq": _sequence_length(config),
-            "mask": config.data.add_mask_token}
+            "mask": config.data.add_mask_token, "needs": sorted(config.needs)}
         checks.once("model", parts, lambda: _check_model(config, tokenizer, where))
 
 
@@ -333,7 +333,7 @@ def _check_model(config: RunConfig, tokenizer, where: str) -> None:
         shape = tuple(model.get_parameter(empty).shape)
         raise ArchlabError(f"{where}: the model's parameter '{empty}' has shape {shape}: a size in model.config "
                            f"is 0; every width must be >= 1")
-    problem = getattr(model_config, "tokenizer_problem", lambda tok: None)(tokenizer)
+    problem = getattr(model_config, "plan_problem", lambda tok, needs: None)(tokenizer, set(config.needs))
     if problem:
         raise ArchlabError(f"{where}: {problem}")
     model_vocab = getattr(model_config, "vocab_size", None)
