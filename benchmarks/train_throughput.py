@@ -16,7 +16,7 @@ step over all its rounds (robust on a shared machine). FLOPs per token are count
 peak of the row's precision (``archlab.hardware``). Targets: archlab default >= 1.25x HF default, and
 archlab default >= 1.0x HF with the same compile / precision settings (row 4).
 
-    python -m benchmarks.train_throughput [--steps 5] [--warmup 2] [--rounds 3] [--batch 8]
+    python -m benchmarks.train_throughput [--steps 5] [--warmup 2] [--rounds 5] [--batch 8]
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
     from archlab.data import DataConfig, build_data
