@@ -278,9 +278,10 @@ class FastMLP(nn.Module):
         return {k: getattr(self, k) for k in PARAMS}
 
     def read(self, n: torch.Tensor, st: LayerState) -> torch.Tensor:
-        # meta (shared) and delta (per context) read apart: the meta weights' gradient is one GEMM over every
-        # token of the chunk instead of a per-context weight gradient summed over the batch, and no
-        # per-context ``meta + delta`` copy is written (straight-through: the delta carries no graph to meta)
+        # online: meta (shared) and delta (per context) read apart: the meta weights' gradient is one GEMM over
+        # every token of the chunk instead of a per-context weight gradient summed over the batch, and no
+        # per-context ``meta + delta`` copy is written (straight-through: the delta carries no graph to meta).
+        # The replay's recording pass has no graph: it reads slots that hold ``meta + delta`` (hope_replay)
         n = n.float()  # kept as a feature too: the write's GEMMs take it with fp32 errors and weights
         if st.replay is not None:  # the whole sequence at once, each block with the weights it read online
             with exact(n):
