@@ -150,3 +150,25 @@ def test_hooks_on_the_model_fire_once_per_training_call(replays):
     ids = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(9))
     m(input_ids=ids, labels=ids).loss.backward()
     assert replays == [True] and calls == [True]
+
+
+def test_replay_under_bf16_autocast_matches_the_online_forward(replays):
+    """The trainer's default on CPUs with native bf16: the recording pass's pooled logits buffer takes the autocast
+    dtype and the blocked reads stay fp32, so replay and online agree to bf16 rounding."""
+    ids = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(10))
+    results = []
+    for replayed in (False, True):
+        m = model(replayed, **CASES["hybrid, learned self-modifier"])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(input_ids=ids, labels=ids)
+            out.loss.backward()
+        grads = {n: p.grad for n, p in m.named_parameters() if p.grad is not None}
+        results.append((out.loss.detach().float(), out.logits.dtype, grads))
+    assert replays == [True]
+    (loss0, dtype0, grads0), (loss1, dtype1, grads1) = results
+    assert dtype1 == dtype0 and grads1.keys() == grads0.keys()
+    torch.testing.assert_close(loss1, loss0, atol=2e-2, rtol=0)
+    for name, g in grads0.items():
+        assert torch.isfinite(grads1[name]).all(), name
+        torch.testing.assert_close(grads1[name].float(), g.float(), atol=0.05 * max(1e-3, float(g.abs().max())),
+                                   rtol=0.1, msg=lambda m, name=name: f"{name}: {m}")

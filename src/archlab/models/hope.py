@@ -70,7 +70,14 @@ from transformers.utils.deprecation import deprecate_kwarg
 
 from archlab.nn.cache import cache_length, states_of
 from archlab.nn.loss import causal_lm_loss
-from archlab.ops.cms import PARAMS, chunk_bounds, fast_mlp_grads, fast_mlp_read, fast_mlp_read_split, fast_mlp_step
+from archlab.ops.cms import (
+    PARAMS,
+    chunk_bounds,
+    fast_mlp_grads,
+    fast_mlp_read,
+    fast_mlp_read_split,
+    fast_mlp_step,
+)
 from archlab.ops.inner_optim import inner_update
 
 BLOCK_TYPES = ("transformer", "hope_attention", "hope_hybrid", "titan", "hope_selfmod")

@@ -32,12 +32,11 @@ replayed yet) or a learned self-modifier with the inner momentum or precondition
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from archlab.nn.loss import causal_lm_loss
-from archlab.ops.cms import PARAMS, blocked_matmul, fast_mlp_read_blocked
+from archlab.ops.cms import PARAMS, blocked_read_backward, fast_mlp_read_blocked
 
 
 def can_replay(model, use_cache: bool, key_mask: torch.Tensor | None) -> bool:
@@ -200,11 +199,7 @@ class _ReadWithWrites(torch.autograd.Function):
     def backward(ctx, gy):
         n, z, e, wn, wz, wh, w2, weights_1, weights_2 = ctx.saved_tensors
         block = ctx.block
-        h = F.gelu(z)
-        gz = torch.ops.aten.gelu_backward(blocked_matmul(gy, weights_2, block, transpose=False), z)
-        gn = blocked_matmul(gz, weights_1, block, transpose=False)
-        grads = [gn, gz.flatten(0, 1).t() @ n.flatten(0, 1), gz.sum((0, 1)),
-                 gy.flatten(0, 1).t() @ h.flatten(0, 1), gy.sum((0, 1))]
+        grads, gz, h = blocked_read_backward(gy, n, z, weights_1, weights_2, block)
         writes, b, period = wn.shape[:3]
         tokens = writes * period
         not_later = (torch.arange(n.shape[1], device=n.device) // block)[None, :] <= \

@@ -12,7 +12,12 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from archlab.config import Config
 from archlab.errors import ArchlabError, did_you_mean, first_line
-from archlab.models.config_check import StrictDataclassError, checked_values, strict_error_line, unknown_value_line
+from archlab.models.config_check import (
+    StrictDataclassError,
+    checked_values,
+    strict_error_line,
+    unknown_value_line,
+)
 from archlab.models.pretrained import load_pretrained
 from archlab.models.registry import ARCHITECTURES
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from archlab.ops.inner_optim import inner_update, inner_update_reference
 
-__all__ = ["FastState", "blocked_matmul", "fast_mlp_chunked", "fast_mlp_grads", "fast_mlp_read", "fast_mlp_read_blocked", "fast_mlp_read_split",
+__all__ = ["FastState", "blocked_matmul", "blocked_read_backward", "fast_mlp_chunked", "fast_mlp_grads", "fast_mlp_read", "fast_mlp_read_blocked", "fast_mlp_read_split",
            "fast_mlp_reference", "fast_mlp_step", "gelu_grad"]
 
 PARAMS = ("W1", "b1", "W2", "b2")
@@ -69,9 +69,9 @@ def fast_mlp_read_split(n: torch.Tensor, meta: dict[str, torch.Tensor],
     return y, z, h
 
 
-def blocked_matmul(x: torch.Tensor, weights: torch.Tensor, block: int, base: torch.Tensor | None = None,
-                   bias: torch.Tensor | None = None, transpose: bool = True) -> torch.Tensor:
-    """``base_t + x_t @ weights[k]^T + bias[k]`` (``@ weights[k]`` with ``transpose=False``) for each token t of
+def blocked_matmul(x: torch.Tensor, weights: torch.Tensor, block: int, bias: torch.Tensor | None = None,
+                   transpose: bool = True) -> torch.Tensor:
+    """``x_t @ weights[k]^T + bias[k]`` (``@ weights[k]`` with ``transpose=False``) for each token t of
     block k: ``x [B, T, X]``, ``weights [K, B, ...]``, ``bias [K, B, Y]``; K blocks of ``block`` tokens cover T (the
     last may be partial). One batched matmul over the ``K * B`` blocks."""
     b, t, _ = x.shape
@@ -85,8 +85,7 @@ def blocked_matmul(x: torch.Tensor, weights: torch.Tensor, block: int, base: tor
     w = w.transpose(1, 2) if transpose else w
     out = torch.bmm(xb, w) if bias is None else torch.baddbmm(bias.reshape(blocks * b, 1, -1), xb, w)
     out = out.view(blocks, b, block, -1).transpose(0, 1).reshape(b, blocks * block, -1)
-    out = out[:, :t] if pad else out
-    return out if base is None else base + out
+    return out[:, :t] if pad else out
 
 
 class _BlockedRead(torch.autograd.Function):
@@ -112,12 +111,21 @@ class _BlockedRead(torch.autograd.Function):
     def backward(ctx, gy, _gz):
         n, z, w1, w2 = ctx.saved_tensors
         with torch.autocast(gy.device.type, enabled=False):  # fp32 as the forward, whatever the caller's autocast
-            gy = gy.contiguous()
-            gz = torch.ops.aten.gelu_backward(blocked_matmul(gy, w2, ctx.block, transpose=False), z)
-            gn = blocked_matmul(gz, w1, ctx.block, transpose=False)
-            flat_gz, flat_gy = gz.flatten(0, 1), gy.flatten(0, 1)
-            return (gn, flat_gz.t() @ n.flatten(0, 1), flat_gz.sum(0), flat_gy.t() @ F.gelu(z).flatten(0, 1),
-                    flat_gy.sum(0), None, None)
+            grads, _, _ = blocked_read_backward(gy, n, z, w1, w2, ctx.block)
+            return (*grads, None, None)
+
+
+def blocked_read_backward(gy: torch.Tensor, n: torch.Tensor, z: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor,
+                          block: int) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
+    """The gradients of a blocked read (:class:`_BlockedRead`) w.r.t. ``(n, W1, b1, W2, b2)`` (meta weights:
+    summed over every token), and ``gz``, ``h`` for a caller that also needs them."""
+    gy = gy.contiguous()
+    h = F.gelu(z)
+    gz = torch.ops.aten.gelu_backward(blocked_matmul(gy, w2, block, transpose=False), z)
+    gn = blocked_matmul(gz, w1, block, transpose=False)
+    flat_gz, flat_gy = gz.flatten(0, 1), gy.flatten(0, 1)
+    grads = (gn, flat_gz.t() @ n.flatten(0, 1), flat_gz.sum(0), flat_gy.t() @ h.flatten(0, 1), flat_gy.sum(0))
+    return grads, gz, h
 
 
 def fast_mlp_read_blocked(n: torch.Tensor, meta: dict[str, torch.Tensor], weights: dict[str, torch.Tensor] | None,

@@ -354,7 +354,12 @@ def _check_model(config: RunConfig, tokenizer, where: str) -> None:
             blocks_to_wrap(model, config.train.fsdp_config.transformer_layer_cls_to_wrap)
         except ArchlabError as exc:
             raise ArchlabError(f"{where}: {exc}") from None
-    from archlab.train.schedules import TRAINER_ATTRIBUTES, attribute_bounds, out_of_range, set_model_attribute
+    from archlab.train.schedules import (
+        TRAINER_ATTRIBUTES,
+        attribute_bounds,
+        out_of_range,
+        set_model_attribute,
+    )
 
     for name, spec in config.train.schedules.items():
         if name not in TRAINER_ATTRIBUTES and set_model_attribute(model, name, 0.0) == 0:
