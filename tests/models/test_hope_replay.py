@@ -172,3 +172,47 @@ def test_replay_under_bf16_autocast_matches_the_online_forward(replays):
         assert torch.isfinite(grads1[name]).all(), name
         torch.testing.assert_close(grads1[name].float(), g.float(), atol=0.05 * max(1e-3, float(g.abs().max())),
                                    rtol=0.1, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_the_loss_record_gives_the_cross_entropy_its_gradients_and_the_teach_signal():
+    """Chunk by chunk, as the recording pass computes teach signals: per-token loss, dCE/dlogits and dCE/dh equal
+    autograd through F.cross_entropy (unscored targets included, and logits so spread that softmax underflows)."""
+    gen = torch.Generator().manual_seed(11)
+    b, t, v, d = 2, 10, 23, 5
+    hidden, emb = torch.randn(b, t, d, generator=gen), torch.randn(v, d, generator=gen)
+    targets = torch.randint(0, v, (b, t), generator=gen)
+    targets[0, 3] = targets[1, 9] = -100
+    hidden[1, 2] *= 300.0  # every p but one underflows to 0 in fp32: the target's log comes from the logits
+    logits = hidden @ emb.t()
+    record = replay.LossRecord(replay.SlotPool(), b, t, v, d, torch.device("cpu"))
+    for start, end in [(0, 4), (4, 8), (8, 10)]:
+        piece = targets[:, start:end]
+        delta = record.teach_signal(logits[:, start:end], piece, piece != -100, emb)
+        torch.testing.assert_close(delta, record.delta[:, start:end])
+    assert record.covered == t
+    scored = logits.clone().requires_grad_(True)
+    per_token = torch.nn.functional.cross_entropy(scored.flatten(0, 1), targets.flatten(), ignore_index=-100,
+                                                  reduction="none").view(b, t)
+    per_token.sum().backward()
+    assert torch.isfinite(record.loss).all() and float(record.loss[1, 2]) > 100
+    torch.testing.assert_close(record.loss, per_token.detach(), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(record.grad_logits.transpose(0, 1), scored.grad, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(record.delta, scored.grad @ emb, atol=1e-5, rtol=1e-5)
+
+
+def test_the_replayed_loss_is_the_recorded_one_and_equals_the_online_loss_with_unscored_labels(monkeypatch):
+    used = []
+    original = replay._RecordedLoss.forward
+    monkeypatch.setattr(replay._RecordedLoss, "forward", staticmethod(lambda ctx, *a: used.append(1) or original(ctx, *a)))
+    ids = torch.randint(0, VOCAB, (2, 29), generator=torch.Generator().manual_seed(12))
+    labels = ids.clone()
+    labels[0, 4:9] = labels[1, -1] = -100
+    results = []
+    for replayed in (False, True):
+        m = model(replayed, **CASES["hybrid, learned self-modifier"])
+        out = m(input_ids=ids, labels=labels)
+        out.loss.backward()
+        results.append((out.loss.detach(), out.logits.detach(), {n: p.grad.clone() for n, p in m.named_parameters()
+                                                                  if p.grad is not None}, m.inner_telemetry()))
+    assert used == [1]
+    assert_same(*results)

@@ -218,6 +218,8 @@ class HopeConfig(PretrainedConfig):
 def exact(x: torch.Tensor):
     """Fast-memory reads and writes run in fp32 under autocast too: a write adds lr-sized steps that bf16 would
     round away, and CPU has no bf16 triangular solve (the DGD write's delta rule)."""
+    if not torch.is_autocast_enabled(x.device.type):  # entering autocast costs as much as a small op; skip it
+        return contextlib.nullcontext()
     return torch.autocast(x.device.type, enabled=False)
 
 
@@ -232,7 +234,7 @@ class LayerState:
         self.replay: dict[str, Any] | None = None  # per memory: read(n, meta) over the whole sequence (hope_replay)
 
     def add_feature(self, name: str, value: torch.Tensor, keep_graph: bool = False) -> None:
-        self.features.setdefault(name, []).append(value if keep_graph else value.detach())
+        self.features.setdefault(name, []).append(value if keep_graph or not value.requires_grad else value.detach())
 
     def take_features(self, name: str) -> torch.Tensor | None:
         parts = self.features.pop(name, None)
@@ -316,20 +318,26 @@ class FastMLP(nn.Module):
             st.add_feature(f"{name}.qe", e, keep_graph=True)
         if not (position % self.period == 0 or flush):
             return
-        n, z, h, e = (st.take_features(f"{name}.q{k}") for k in "nzhe")
-        if n is None:
+        e = st.take_features(f"{name}.qe")
+        if e is None:
             return
-        e = e.to(n.dtype)
-        written = e.detach().flatten(1).abs().amax(1) > 0
-        telemetry["updates_applied"] += written.sum()
-        telemetry["updates_blocked"] += (~written).sum()
+        written = e.detach().ne(0).flatten(1).any(1)
+        applied = written.sum()
+        telemetry["updates_applied"] += applied
+        telemetry["updates_blocked"] += written.shape[0] - applied
         slot = None
+        if st.record is not None and st.record[f"{name}:slots"].full() and f"{name}:writes" not in st.record:
+            for k in "nzh":  # past the last block: nothing in this call reads the write
+                st.features.pop(f"{name}.q{k}", None)
+            return
+        n, z, h = (st.take_features(f"{name}.q{k}") for k in "nzh")
+        e = e.to(n.dtype)
         if st.record is not None:  # hope_replay's recording pass: from the open slot's weights into the next slot
             slots = st.record[f"{name}:slots"]
             start = slots.current()
             w2 = start["W2"]
             if f"{name}:writes" in st.record:
-                st.record[f"{name}:writes"].append((n, z, h, w2))
+                st.record[f"{name}:writes"].append((n, z, h))
             slot = slots.next()
             if slot is None:  # past the last block: nothing in this call reads the write
                 return
@@ -512,6 +520,13 @@ class HopeBlock(nn.Module):
             self.cms.write(st, delta, position, telemetry, flush)
 
 
+def _pending_teach(teach: dict, next_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits of the chunks waiting for their teach signal, and their targets (the next token of each)."""
+    logits, own = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+                   for parts in (teach.pop("logits"), teach.pop("labels")))
+    return logits, torch.cat([own[:, 1:], next_target[:, None]], 1)
+
+
 class _ReusedHead(torch.autograd.Function):
     """``hidden @ weight^T`` whose forward value was already computed (the per-chunk teach logits)."""
 
@@ -604,13 +619,18 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
                 "too large to compile; its training forward is batched by the replay instead")
 
     # ------------------------------------------------------------------ teach signal
-    def teach_signal(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def teach_signal(self, logits: torch.Tensor, targets: torch.Tensor,
+                     loss_record=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token ``dCE_t/dh_t`` at the head input (summed loss: no 1/N), and the valid-target mask.
 
         Tied head: logits = h E^T, so dCE/dh = (softmax(logits) - onehot(target)) E. Targets -100 give 0.
+        ``loss_record`` (the replay's recording pass, :class:`archlab.models.hope_replay.LossRecord`): the tokens'
+        ``dCE/dlogits`` go into its buffer, and their loss and signal are kept, for the replay's loss.
         """
         valid = targets != -100
         emb = self.lm_head.weight.detach().float()
+        if loss_record is not None:
+            return loss_record.teach_signal(logits, targets, valid, emb), valid
         # (p - onehot) E as p E - E[target]: no vocabulary-sized one-hot
         delta = torch.softmax(logits.float(), -1) @ emb - F.embedding(targets.clamp(min=0), emb)
         return delta * valid[..., None], valid
@@ -654,10 +674,8 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
     def _flush(self, states: list[LayerState], teach: dict, next_target: torch.Tensor, position: int,
                final: bool = False) -> None:
         """The pending chunk's teach signal is known (its last target is ``next_target``): write every memory."""
-        logits, own = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-                       for parts in (teach.pop("logits"), teach.pop("labels")))
-        targets = torch.cat([own[:, 1:], next_target[:, None]], 1)
-        delta, writes = self._scaled_teach(*self.teach_signal(logits, targets))
+        logits, targets = _pending_teach(teach, next_target)
+        delta, writes = self._scaled_teach(*self.teach_signal(logits, targets, getattr(self, "_loss_record", None)))
         deltas = [delta] * len(states)
         if self.config.per_layer_teach_signal:
             raw = self.layer_teach_signals(teach.pop("layer_outs"), targets)
@@ -799,6 +817,10 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
             self._save(work, states, teach, t)
         self._last_states = (states, teach, position + t) if getattr(self, "_keep_states", False) else None
         if getattr(self, "_recording", False):  # hope_replay's first pass: the recorded reads and the chunks' logits
+            record = getattr(self, "_loss_record", None)
+            if record is not None and teach.get("logits"):  # the last chunk has no next token: its loss only
+                none = torch.full_like(input_ids[:, 0], -100)
+                self.teach_signal(*_pending_teach(teach, none), record)
             self._recorded_logits = [self.__dict__.pop("_logits_buffer")] if chunk_logits else []
             return CausalLMOutputWithPast()
         hidden = torch.cat(outs, 1)

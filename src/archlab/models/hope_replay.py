@@ -105,17 +105,26 @@ class Slots:
             torch.add(meta, start, out=buf[0]) if start is not None else buf[0].copy_(meta.expand_as(buf[0]))
             self.buffers[k] = buf
         self.filled = 1
+        self._open = self._slot(0)
+
+    def _slot(self, k: int) -> dict[str, torch.Tensor]:
+        return {name: buf[k] for name, buf in self.buffers.items()}
 
     def current(self) -> dict[str, torch.Tensor]:
         """The weights the open block reads (and its write starts from)."""
-        return {k: buf[self.filled - 1] for k, buf in self.buffers.items()}
+        return self._open
+
+    def full(self) -> bool:
+        """Every block's slot is written: a further write would reach no token of this call."""
+        return self.filled >= len(self.buffers["W1"])
 
     def next(self) -> dict[str, torch.Tensor] | None:
         """The slot the next write goes to (None past the last block: nothing in this call reads it)."""
-        if self.filled >= len(self.buffers["W1"]):
+        if self.full():
             return None
+        self._open = self._slot(self.filled)
         self.filled += 1
-        return {k: buf[self.filled - 1] for k, buf in self.buffers.items()}
+        return self._open
 
 
 class PrefixKV:
@@ -162,6 +171,66 @@ def recorded_logits(model, hidden: torch.Tensor, start: int, end: int, tokens: i
         shape = (hidden.shape[0], tokens, weight.shape[0])
         model._logits_buffer = model._slot_pool.take(("logits",), shape, piece.device, piece.dtype)
     return model._logits_buffer[:, start:end].copy_(piece)
+
+
+class LossRecord:
+    """The next-token loss, built by the recording pass chunk by chunk as each chunk's teach signal is computed.
+
+    A chunk's teach signal is ``dCE_t/dh_t = (p_t - onehot_t) E`` for each token: on the way it has the token's
+    loss (``logsumexp - logit of the target``) and its gradient w.r.t. the logits (``p_t - onehot_t``), and the
+    signal itself is the gradient w.r.t. the head input. Kept here, the replay's loss needs no log-softmax over
+    the ``[B, T, vocab]`` logits, forward or backward, and no head-input GEMM (:class:`_RecordedLoss`).
+    ``dCE/dlogits`` is token-major ``[T, B, vocab]`` so each chunk's slice is one contiguous GEMM operand.
+    """
+
+    def __init__(self, pool: SlotPool, batch: int, tokens: int, vocab: int, hidden: int, device: torch.device):
+        self.grad_logits = pool.take(("grad_logits",), (tokens, batch, vocab), device)
+        self.delta = torch.zeros(batch, tokens, hidden, device=device)
+        self.loss = torch.zeros(batch, tokens, device=device)
+        self.covered = 0  # tokens [0, covered) are recorded
+
+    def teach_signal(self, logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
+                     emb: torch.Tensor) -> torch.Tensor:
+        """``HopeForCausalLM.teach_signal`` of the next ``t`` tokens, their loss and ``dCE/dlogits`` kept."""
+        t, start = logits.shape[1], self.covered
+        scores = logits.float().transpose(0, 1)  # [t, B, vocab], as the buffer
+        index, keep = targets.t()[..., None].clamp(min=0), valid.t()[..., None]
+        grad = self.grad_logits[start : start + t].copy_(torch.softmax(scores, -1))  # (logsumexp is 3x slower)
+        picked = grad.gather(-1, index)
+        loss = -torch.log(picked)
+        if bool((picked < 1e-30).logical_and(keep).any()):  # a target's p underflows: its log from the logits
+            loss = torch.logsumexp(scores, -1, keepdim=True) - scores.gather(-1, index)
+        grad.scatter_add_(-1, index, -keep.to(grad.dtype))
+        if not bool(valid.all()):
+            grad.masked_fill_(~keep, 0.0)
+        delta = torch.mm(grad.flatten(0, 1), emb).view(t, -1, emb.shape[1]).transpose(0, 1)
+        self.delta[:, start : start + t] = delta
+        self.loss[:, start : start + t] = (loss * keep).squeeze(-1).t()
+        self.covered = start + t
+        return delta
+
+
+class _RecordedLoss(torch.autograd.Function):
+    """``causal_lm_loss(hidden @ weight^T, labels)`` from a complete :class:`LossRecord`: the mean of the recorded
+    per-token losses; backward, ``delta / N`` to the head input and ``(p - onehot)^T hidden / N`` to the weight."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, record: LossRecord, count: int):
+        ctx.save_for_backward(hidden, record.grad_logits, record.delta)
+        ctx.count = count
+        return record.loss.sum() / count
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, grad_logits, delta = ctx.saved_tensors
+        scale = grad.float() / ctx.count
+        grad_hidden = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_hidden = (delta * scale).to(hidden.dtype)
+        if ctx.needs_input_grad[1]:
+            tokens = hidden.detach().float().transpose(0, 1).reshape(grad_logits.shape[0] * grad_logits.shape[1], -1)
+            grad_weight = torch.mm(grad_logits.flatten(0, 1).t(), tokens).mul_(scale)
+        return grad_hidden, grad_weight, None, None
 
 
 def _reads_match_blocks(reads: list[tuple[int, dict]], slots: Slots, period: int, tokens: int) -> bool:
@@ -224,8 +293,9 @@ def _titan_read_with_graph(titan, record: dict, weights: dict[str, torch.Tensor]
     if not writes:
         return lambda n, meta: fast_mlp_read_blocked(n, meta, weights, block)
     a, m, delta, mask = (torch.cat(parts, 1) for parts in zip(*record[f"{titan.mem.name}:errors"], strict=True))
-    stacked = tuple(torch.stack(parts) for parts in zip(*writes, strict=True))  # n, z, h, w2: [J, B, P, ...]
-    count, b, period = stacked[0].shape[:3]
+    features = tuple(torch.stack(parts) for parts in zip(*writes, strict=True))  # n, z, h: [J, B, P, ...]
+    count, b, period = features[0].shape[:3]
+    stacked = (*features, weights["W2"][:count])  # write j started from block j's weights: its slot, not a copy
     if period != block:
         return None
 
@@ -265,6 +335,11 @@ def replay_forward(model, input_ids, inputs_embeds, labels, logits_to_keep: int)
     tokens = input_ids.shape[1]
     counted = {k: v.clone() for k, v in model._tel().items()}  # restored if the online forward has to run after all
     model._keep_states, model._recording = True, tokens
+    if labels is not None and not logits_to_keep:
+        weight = model.lm_head.weight
+        pool = model.__dict__.setdefault("_slot_pool", SlotPool())
+        model._loss_record = LossRecord(pool, input_ids.shape[0], tokens, weight.shape[0], weight.shape[1],
+                                        weight.device)
     try:
         with torch.no_grad():  # forward, not __call__: the model's own hooks (FSDP's, a user's) fire once per call
             model.forward(input_ids=input_ids, inputs_embeds=inputs_embeds, labels=labels, use_cache=False)
@@ -272,6 +347,7 @@ def replay_forward(model, input_ids, inputs_embeds, labels, logits_to_keep: int)
     finally:
         model._keep_states, model._recording, model._last_states, model._recorded_logits = False, 0, None, None
         model.__dict__.pop("_logits_buffer", None)  # left there by a recording that raised
+        record = model.__dict__.pop("_loss_record", None)
     replay_states = []
     for layer, st in zip(model.model.layers, states, strict=True):
         plan = _replay_plan(layer, st.record, tokens)
@@ -291,5 +367,11 @@ def replay_forward(model, input_ids, inputs_embeds, labels, logits_to_keep: int)
         hidden = hidden[:, -logits_to_keep:]
     # the recording pass's logits are these logits (to rounding): reused, with the head's gradient attached
     logits = _head_logits(hidden, model.lm_head.weight, chunk_logits, logits_to_keep)
-    loss = causal_lm_loss(logits, labels) if labels is not None else None
+    loss = None
+    if labels is not None:
+        count = int((labels[:, 1:] != -100).sum())
+        if record is not None and record.covered == tokens and count:
+            loss = _RecordedLoss.apply(hidden, model.lm_head.weight, record, count)
+        else:
+            loss = causal_lm_loss(logits, labels)
     return CausalLMOutputWithPast(loss=loss, logits=logits)
