@@ -217,7 +217,7 @@ class _RecordedLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, record: LossRecord, count: int):
         ctx.save_for_backward(hidden, record.grad_logits, record.delta)
-        ctx.count = count
+        ctx.count, ctx.weight_dtype = count, weight.dtype
         return record.loss.sum() / count
 
     @staticmethod
@@ -229,7 +229,7 @@ class _RecordedLoss(torch.autograd.Function):
             grad_hidden = (delta * scale).to(hidden.dtype)
         if ctx.needs_input_grad[1]:
             tokens = hidden.detach().float().transpose(0, 1).reshape(grad_logits.shape[0] * grad_logits.shape[1], -1)
-            grad_weight = torch.mm(grad_logits.flatten(0, 1).t(), tokens).mul_(scale)
+            grad_weight = torch.mm(grad_logits.flatten(0, 1).t(), tokens).mul_(scale).to(ctx.weight_dtype)
         return grad_hidden, grad_weight, None, None
 
 
