@@ -181,8 +181,9 @@ def test_the_loss_record_gives_the_cross_entropy_its_gradients_and_the_teach_sig
     b, t, v, d = 2, 10, 23, 5
     hidden, emb = torch.randn(b, t, d, generator=gen), torch.randn(v, d, generator=gen)
     targets = torch.randint(0, v, (b, t), generator=gen)
-    targets[0, 3] = targets[1, 9] = -100
+    targets[0, 3] = targets[0, 5] = targets[1, 9] = -100
     hidden[1, 2] *= 300.0  # every p but one underflows to 0 in fp32: the target's log comes from the logits
+    hidden[0, 5] = -300.0 * emb[0]  # p of token 0 (where a -100 target points) underflows: no -log 0 in the loss
     logits = hidden @ emb.t()
     record = replay.LossRecord(replay.SlotPool(), b, t, v, d, torch.device("cpu"))
     for start, end in [(0, 4), (4, 8), (8, 10)]:

@@ -12,7 +12,10 @@ and the teach signal are detached), so each fast memory's per-context weights ar
 1. runs the online forward under ``torch.no_grad``, recording, for every fast memory of every layer, the weights
    ``meta + delta`` each model chunk read (and, where a learned self-modifier shapes the Titans memory's error,
    what each write was computed from);
-2. runs the model once more over the whole sequence with autograd: attention over all tokens in one call, and
+2. keeps, from each chunk's teach signal, the tokens' loss and its gradients w.r.t. the logits and the head input
+   (:class:`LossRecord`): the replay's loss is that record (:class:`_RecordedLoss`), no log-softmax over the
+   ``[B, T, vocab]`` logits;
+3. runs the model once more over the whole sequence with autograd: attention over all tokens in one call, and
    each fast memory read as one batched matmul per MLP layer over its blocks of ``period`` tokens with the
    recorded weights, whose backward gives the meta weights the straight-through gradient
    (:func:`archlab.ops.cms.fast_mlp_read_blocked`). Where a learned
@@ -177,8 +180,8 @@ class LossRecord:
     """The next-token loss, built by the recording pass chunk by chunk as each chunk's teach signal is computed.
 
     A chunk's teach signal is ``dCE_t/dh_t = (p_t - onehot_t) E`` for each token: on the way it has the token's
-    loss (``logsumexp - logit of the target``) and its gradient w.r.t. the logits (``p_t - onehot_t``), and the
-    signal itself is the gradient w.r.t. the head input. Kept here, the replay's loss needs no log-softmax over
+    loss (``-log p_t[target]``; from the logits' logsumexp where p underflows) and its gradient w.r.t. the logits
+    (``p_t - onehot_t``), and the signal itself is the gradient w.r.t. the head input. Kept here, the replay's loss needs no log-softmax over
     the ``[B, T, vocab]`` logits, forward or backward, and no head-input GEMM (:class:`_RecordedLoss`).
     ``dCE/dlogits`` is token-major ``[T, B, vocab]`` so each chunk's slice is one contiguous GEMM operand.
     """
@@ -205,7 +208,7 @@ class LossRecord:
             grad.masked_fill_(~keep, 0.0)
         delta = torch.mm(grad.flatten(0, 1), emb).view(t, -1, emb.shape[1]).transpose(0, 1)
         self.delta[:, start : start + t] = delta
-        self.loss[:, start : start + t] = (loss * keep).squeeze(-1).t()
+        self.loss[:, start : start + t] = loss.masked_fill_(~keep, 0.0).squeeze(-1).t()  # not * keep: -log 0 = inf
         self.covered = start + t
         return delta
 
