@@ -52,6 +52,12 @@ def interleaved_step_times(models: dict[str, torch.nn.Module], ids: torch.Tensor
     return times
 
 
+def paired_ratios(times: list[float], base: list[float]) -> list[float]:
+    """Each round's step time over the transformer's in the same round: on a machine whose speed swings between
+    rounds, their spread shows how far one run's ratio of medians can be trusted."""
+    return [t / b for t, b in zip(times, base, strict=True)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seq", type=int, default=512)
@@ -89,8 +95,11 @@ def main() -> None:
     for name, model in models.items():
         t = statistics.median(times[name])
         params = sum(p.numel() for p in model.parameters()) / 1e6
+        paired = paired_ratios(times[name], times["transformer"])
         print(f"{name:49s} {params:6.2f}M params  chunk {chunks[name] or '-':>3}  {t * 1000:8.1f} ms/step  "
-              f"{args.batch * args.seq / t:9.0f} tok/s  {t / base:5.2f}x transformer")
+              f"{args.batch * args.seq / t:9.0f} tok/s  {t / base:5.2f}x transformer  (per round "
+              f"{statistics.median(paired):.2f}x, {min(paired):.2f}-{max(paired):.2f}x)")
+
 
 
 if __name__ == "__main__":

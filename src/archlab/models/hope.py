@@ -29,7 +29,8 @@ gradient (the seed's "fast + (meta - stopgrad(meta))").
 
 **Training runs in two passes** (``train_replay``, default true; ``archlab.models.hope_replay``): the online
 forward without autograd records what every fast memory read, then the whole sequence runs once more with
-autograd, each memory read as batched matmuls over its blocks of ``period`` tokens. Same loss and gradients as the
+autograd, each memory read as batched matmuls over its blocks of ``period`` tokens; the loss and its gradient at the
+head come from the first pass's teach signals (``dCE_t/dh_t`` is the teach signal). Same loss and gradients as the
 online forward with autograd (``train_replay: false``, also what a cached, padded or per-layer-teach call runs);
 forward hooks on the blocks fire in both passes.
 
