@@ -9,6 +9,11 @@ without autograd and replays the sequence with it in batched matmuls (``train_re
 both. Every model trains one step per round, in interleaved rounds, so drift in the machine's speed weighs on all
 rows alike. Target: <= 3x the transformer's step time at seq 512 on CPU.
 
+Each row also gives its step's FLOPs (matmuls, attention and convolutions, forward + backward, counted by
+``torch.utils.flop_counter`` on the first warm-up step) over the transformer's, and its FLOP rate over the
+transformer's: a variant whose FLOPs alone exceed 3x meets the target only by running its matmuls faster than the
+transformer runs its own, and the rate says how much of the gap is the small sequential matmuls of the online pass.
+
     python -m benchmarks.hope_throughput [--seq 512] [--batch 4] [--hidden 128] [--layers 4] [--steps 3]
     OMP_NUM_THREADS=1 python -m benchmarks.hope_throughput --cpu-time   # on a shared machine
 """
@@ -16,11 +21,13 @@ rows alike. Target: <= 3x the transformer's step time at seq 512 on CPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import statistics
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from archlab.models import HopeConfig, HopeForCausalLM
 
@@ -34,20 +41,25 @@ VARIANTS = {
 
 
 def interleaved_step_times(models: dict[str, torch.nn.Module], ids: torch.Tensor, steps: int, warmup: int,
-                           clock=time.perf_counter) -> dict[str, list[float]]:
+                           clock=time.perf_counter, flops: dict[str, int] | None = None) -> dict[str, list[float]]:
     """Seconds per optimizer step (forward + backward + AdamW) of every model, one step each per round (the order
-    reversed every other round), so a machine whose speed drifts during the run weighs on every row alike."""
+    reversed every other round), so a machine whose speed drifts during the run weighs on every row alike.
+    ``flops``: filled with each model's FLOPs per step, counted on the first (untimed) warm-up round."""
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
     names = list(models)
-    for i in range(warmup + steps):
+    for i in range(max(warmup, 1 if flops is not None else 0) + steps):
         for name in names if i % 2 == 0 else names[::-1]:
             model, optimizer = models[name].train(), optimizers[name]
+            counter = FlopCounterMode(display=False) if flops is not None and i == 0 else None
             start = clock()
-            model(input_ids=ids, labels=ids).loss.backward()
+            with counter if counter is not None else contextlib.nullcontext():
+                model(input_ids=ids, labels=ids).loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            if i >= warmup:
+            if counter is not None:
+                flops[name] = counter.get_total_flops()
+            elif i >= max(warmup, 1 if flops is not None else 0):
                 times[name].append(clock() - start)
     return times
 
@@ -90,15 +102,18 @@ def main() -> None:
             torch.manual_seed(0)
             models[label], chunks[label] = HopeForCausalLM(cfg), cfg.online_chunk
     clock = time.process_time if args.cpu_time else time.perf_counter
-    times = interleaved_step_times(models, ids, args.steps, args.warmup, clock)
+    flops: dict[str, int] = {}
+    times = interleaved_step_times(models, ids, args.steps, args.warmup, clock, flops)
     base = statistics.median(times["transformer"])
     for name, model in models.items():
         t = statistics.median(times[name])
         params = sum(p.numel() for p in model.parameters()) / 1e6
         paired = paired_ratios(times[name], times["transformer"])
+        work = flops[name] / flops["transformer"]
         print(f"{name:49s} {params:6.2f}M params  chunk {chunks[name] or '-':>3}  {t * 1000:8.1f} ms/step  "
               f"{args.batch * args.seq / t:9.0f} tok/s  {t / base:5.2f}x transformer  (per round "
-              f"{statistics.median(paired):.2f}x, {min(paired):.2f}-{max(paired):.2f}x)")
+              f"{statistics.median(paired):.2f}x, {min(paired):.2f}-{max(paired):.2f}x)  {work:5.2f}x its FLOPs "
+              f"({flops[name] / 1e9:.1f} G) at {work * base / t:4.2f}x its FLOP rate")
 
 
 

@@ -135,24 +135,22 @@ def test_the_stacked_self_modifying_memories_write_as_five_separate_dgd_memories
     buf = {"k": F.normalize(torch.randn(b, c, d, generator=g), dim=-1), "v": torch.randn(b, c, d, generator=g),
            "eta": 0.1 * torch.rand(b, c, generator=g), "alpha": 0.9 + 0.1 * torch.rand(b, c, generator=g)}
     st = LayerState()
-    st.values["sm.g.d.W1"] = 0.01 * torch.randn(b, len(GROUP), d, d, generator=g)
-    st.values["sm.g.d.W2"] = 0.01 * torch.randn(b, len(GROUP), d, d, generator=g)
-    before = {key: st.values[f"sm.g.d.{key}"].clone() for key in ("W1", "W2")}
+    metas = {key: torch.stack([getattr(titans.memories[m], key) for m in GROUP]).detach() for key in ("W1", "W2")}
+    for key in ("W1", "W2"):  # a context that has been written before: meta + a delta
+        st.values[f"sm.g.w.{key}"] = metas[key] + 0.01 * torch.randn(b, len(GROUP), d, d, generator=g)
+    before = {key: st.values[f"sm.g.w.{key}"].clone() for key in ("W1", "W2")}
     titans._write(st, "g", buf)
-    for i, name in enumerate(GROUP):
-        mem = titans.memories[name]
-        W1 = (mem.W1 + before["W1"][:, i]).detach()
-        W2 = (mem.W2 + before["W2"][:, i]).detach()
-        new1, new2 = dgd_write(W1, W2, buf["k"], buf["v"], buf["eta"], buf["alpha"], precond=True)
-        torch.testing.assert_close(st.values["sm.g.d.W1"][:, i], before["W1"][:, i] + new1 - W1, atol=1e-6, rtol=1e-5)
-        torch.testing.assert_close(st.values["sm.g.d.W2"][:, i], before["W2"][:, i] + new2 - W2, atol=1e-6, rtol=1e-5)
-    # the stacked read is each memory's own residual MLP at meta + delta
+    for i in range(len(GROUP)):
+        new1, new2 = dgd_write(before["W1"][:, i], before["W2"][:, i], buf["k"], buf["v"], buf["eta"], buf["alpha"],
+                               precond=True)
+        torch.testing.assert_close(st.values["sm.g.w.W1"][:, i], new1, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(st.values["sm.g.w.W2"][:, i], new2, atol=1e-6, rtol=1e-5)
+    # the stacked read is each memory's own residual MLP at its written weights
     x = torch.randn(b, c, d, generator=g)
     W1s, W2s = titans.weights(st, "g", b)
     stacked = ResidualMemory.apply(x.repeat_interleave(len(GROUP), 0), W1s, W2s)[0].view(b, len(GROUP), c, d)
-    for i, name in enumerate(GROUP):
-        mem = titans.memories[name]
-        own = ResidualMemory.apply(x, mem.W1 + st.values["sm.g.d.W1"][:, i], mem.W2 + st.values["sm.g.d.W2"][:, i])[0]
+    for i in range(len(GROUP)):
+        own = ResidualMemory.apply(x, st.values["sm.g.w.W1"][:, i], st.values["sm.g.w.W2"][:, i])[0]
         torch.testing.assert_close(stacked[:, i], own, atol=1e-6, rtol=1e-5)
 
 
@@ -221,3 +219,81 @@ def test_bf16_autocast_trains_and_memorizes_with_fp32_fast_memories(block_type):
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
     deltas = [v for layer in model._memory.values() for v in layer.values()]
     assert deltas and all(v.dtype == torch.float32 for v in deltas)
+
+
+def _selfmod_reference(titans, x: torch.Tensor) -> torch.Tensor:
+    """Self-modifying Titans token by token: six separate memories at ``meta + delta`` (straight-through), each DGD
+    write from the token loop of ``archlab.ops.dgd`` at its chunk end, the delta chained as ``delta + step`` with
+    ``step = new - W`` (or its EMA with ``selfmod_momentum``)."""
+    from archlab.models.hope_selfmod import GROUP, MEMORIES, ResidualMemory
+    from archlab.ops.cms import gelu_grad
+    from archlab.ops.dgd import dgd_reference
+    b, t, d = x.shape
+    c = titans.conv(F.pad(x.transpose(1, 2), (titans.conv_size - 1, 0))).transpose(1, 2)
+    mems = {m: titans.memories[m] for m in MEMORIES}
+    delta = {m: (torch.zeros(b, d, d), torch.zeros(b, d, d)) for m in MEMORIES}
+    momentum = {m: (0.0, 0.0) for m in MEMORIES}
+    pending = {"g": [], "memory": []}
+    outs = []
+    for i in range(t):
+        W = {m: (mems[m].W1 + delta[m][0], mems[m].W2 + delta[m][1]) for m in MEMORIES}
+        y = {m: ResidualMemory.apply(c[:, i : i + 1], *W[m])[0] for m in GROUP}
+        k, v, q = F.normalize(y["k"], dim=-1), y["v"], F.normalize(y["q"], dim=-1)
+        eta = F.softplus(titans.eta_readout(y["eta"])).squeeze(-1) * titans.eta_scale
+        alpha = torch.sigmoid(titans.alpha_readout(y["alpha"])).squeeze(-1)
+        outs.append(titans.norm(x[:, i : i + 1] + titans.out(ResidualMemory.apply(q, *W["memory"])[0])))
+        for name, period in titans.periods.items():
+            pending[name].append((k, v, eta, alpha))
+            if (i + 1) % period:
+                continue
+            kc, vc, ec, ac = (torch.cat(parts, 1) for parts in zip(*pending[name], strict=True))
+            pending[name] = []
+            for m in GROUP if name == "g" else ("memory",):
+                W1, W2 = (w.detach() for w in W[m])
+                z = torch.bmm(kc, W2.transpose(1, 2))
+                err = ResidualMemory.apply(kc, W1, W2)[0] - ResidualMemory.apply(vc, W1, W2)[0]
+                u = torch.bmm(err, W1) * gelu_grad(z)
+                new1, new2 = dgd_reference(W1, W2, kc, u, err, F.gelu(z), ec, ac, precond=True)
+                step = tuple(titans.momentum * prev + new - w for prev, new, w in
+                             zip(momentum[m], (new1, new2), (W1, W2), strict=True))
+                momentum[m] = step
+                delta[m] = (delta[m][0] + step[0], delta[m][1] + step[1])
+    return torch.cat(outs, 1)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_self_modifying_titans_equal_six_separate_memories_written_token_by_token(momentum):
+    """The stacked, chunked layer (one carried weight tensor per period, the closed-form DGD write) against six
+    separate memories updated token by token: outputs and the gradient of every parameter and of the input,
+    whose path through k, v, eta and alpha runs only through the writes."""
+    from archlab.models.hope import TELEMETRY, LayerState
+    model = build("hope_selfmod", hidden_size=16, num_attention_heads=2, selfmod_chunk_size=4,
+                  selfmod_chunk_size_memory=8, selfmod_lr=0.5, selfmod_momentum=momentum).train()
+    titans = model.model.layers[0].selfmod_titans
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # memories far from the identity, so that what they write moves the output
+        for p in titans.memories.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    x = torch.randn(2, 13, 16, generator=g, requires_grad=True)
+    results = []
+    for run in ("chunked", "reference"):
+        if run == "reference":
+            y = _selfmod_reference(titans, x)
+        else:
+            st, tel, parts = LayerState(), {k: torch.zeros((), dtype=torch.long) for k in TELEMETRY}, []
+            for start in range(0, x.shape[1], 4):
+                if start:
+                    titans.write(st, None, None, start, tel)
+                parts.append(titans(x[:, start : start + 4], st, start))
+            y = torch.cat(parts, 1)
+        params = [x, *titans.parameters()]
+        grads = torch.autograd.grad((y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum(), params, allow_unused=True)
+        results.append((y.detach(), grads))
+    (y1, g1), (y2, g2) = results
+    torch.testing.assert_close(y1, y2, atol=1e-5, rtol=1e-4)
+    names = ["input", *(n for n, _ in titans.named_parameters())]
+    for name, a, b in zip(names, g1, g2, strict=True):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    assert g1[names.index("eta_readout.weight")].abs().max() > 1e-5  # the writes carry the graph

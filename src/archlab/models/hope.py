@@ -856,7 +856,7 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         if teach.get("logits"):
             none = torch.full_like(input_ids[:, 0], -100)
             self._flush(states, teach, none, position, final=True)
-        self._memory = {i: {k: v.detach() for k, v in st.values.items() if ".d." in k}
+        self._memory = {i: {k: v.detach() for k, v in st.values.items() if ".d." in k or ".w." in k}
                         for i, st in enumerate(states)}
 
     def reset_memory(self) -> None:

@@ -15,7 +15,8 @@ rates); reads use ``meta + delta`` (straight-through).
 
 The five projection memories share their inputs and their period, so they are one stacked fast memory (weights
 ``[B, 5, D, D]``): one batched read and one batched DGD write per chunk instead of five (the module keeps one
-``ResidualMemory`` per projection for the meta parameters). ``ResidualMemory.apply`` and :func:`dgd_write` are
+``ResidualMemory`` per projection for the meta parameters). A context's weights are kept whole (not as a delta
+from the meta weights), so a write is one DGD step, not a rebuild of ``meta + delta`` and a difference. ``ResidualMemory.apply`` and :func:`dgd_write` are
 the per-memory definition; the model-level test holds the stacked path equal to it token by token.
 """
 
@@ -56,11 +57,13 @@ def dgd_write(W1: torch.Tensor, W2: torch.Tensor, k, v, eta, alpha, precond: boo
     data-dependent k, v, eta and alpha: the projection memories learn through what they write.
     """
     W1d, W2d = W1.detach(), W2.detach()
-    target = ResidualMemory.apply(v, W1d, W2d)[0]
-    pred, z = ResidualMemory.apply(k, W1d, W2d)
-    e = pred - target
-    u = torch.ops.aten.gelu_backward(torch.bmm(e, W1d), z)  # (W1^T e) * gelu'(z), fused
-    return dgd_chunked(W1d, W2d, k, u, e, F.gelu(z), eta, alpha, precond)
+    c = k.shape[1]
+    z = torch.bmm(torch.cat([k, v], 1), W2d.transpose(1, 2))  # prediction M(k) and target M(v) in one read
+    h = F.gelu(z)
+    out = torch.bmm(h, W1d.transpose(1, 2))
+    e = (k - v) + (out[:, :c] - out[:, c:])  # M(k) - M(v)
+    u = torch.ops.aten.gelu_backward(torch.bmm(e, W1d), z[:, :c])  # (W1^T e) * gelu'(z), fused
+    return dgd_chunked(W1d, W2d, k, u, e, h[:, :c], eta, alpha, precond)
 
 
 class SelfModTitans(nn.Module):
@@ -91,16 +94,21 @@ class SelfModTitans(nn.Module):
         return getattr(self.memories[name], key)
 
     def weights(self, st, name: str, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """meta + delta per context, flattened to ``[B * G, D, D]`` for the group; rebuilt after each write."""
+        """The per-context weights the open chunk reads, flattened to ``[B * G, D, D]`` for the group.
+
+        Kept whole in the layer state (``sm.<name>.w.<key>``, batch first): the meta weights expanded over the batch
+        until the first write, then each write's result, whose graph reaches the meta weights (straight-through)
+        and every earlier write's k, v, eta and alpha (:class:`_Carried`).
+        """
         cached = st.derived.get("sm." + name)
         if cached is None:
             out = []
             for key in ("W1", "W2"):
-                meta = self._meta(name, key)
-                delta = st.values.get(f"sm.{name}.d.{key}")
-                w = meta.unsqueeze(0).expand(batch, *meta.shape)
-                w = w + delta if delta is not None else w
-                out.append(w.reshape(-1, *meta.shape[-2:]))
+                w = st.values.get(f"sm.{name}.w.{key}")
+                if w is None:
+                    meta = self._meta(name, key)
+                    w = st.values[f"sm.{name}.w.{key}"] = meta.unsqueeze(0).expand(batch, *meta.shape)
+                out.append(w.reshape(-1, *w.shape[-2:]))
             cached = st.derived["sm." + name] = (out[0], out[1])
         return cached
 
@@ -147,13 +155,28 @@ class SelfModTitans(nn.Module):
 
         W1, W2 = self.weights(st, name, b)
         new1, new2 = dgd_write(W1, W2, *(tile(buf[key]) for key in ("k", "v", "eta", "alpha")), self.precond)
-        for key, old, new in (("W1", W1.detach(), new1), ("W2", W2.detach(), new2)):
-            step = (new - old).view(b, groups, *old.shape[1:]) if name == "g" else new - old
+        for key, old, new in (("W1", W1, new1), ("W2", W2, new2)):
+            shape = (b, groups, *old.shape[1:]) if name == "g" else old.shape  # batch first, as the cache reorders
             if self.momentum:
                 mkey = f"sm.{name}.m.{key}"
+                step = (new - old.detach()).view(shape)
                 prev = st.values.get(mkey)
-                step = self.momentum * prev + step if prev is not None else step
-                st.values[mkey] = step
-            dkey = f"sm.{name}.d.{key}"
-            st.values[dkey] = st.values[dkey] + step if dkey in st.values else step
+                step = st.values[mkey] = self.momentum * prev + step if prev is not None else step
+                new = old.detach() + step.reshape(old.shape)
+            carried = _Carried.apply(new, old) if torch.is_grad_enabled() and old.requires_grad else new
+            st.values[f"sm.{name}.w.{key}"] = carried.view(shape)
         st.derived.pop("sm." + name, None)
+
+
+class _Carried(torch.autograd.Function):
+    """The written weights ``new`` read as ``new + (old - stopgrad(old))``: the gradient of a later read reaches the
+    weights before the write unchanged (and through them the meta weights and the earlier writes), with no
+    elementwise pass over the ``[B * G, D, D]`` weights in either direction."""
+
+    @staticmethod
+    def forward(ctx, new, old):
+        return new.view_as(new)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, grad
