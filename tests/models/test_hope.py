@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tests.models import generic
+from transformers import DynamicCache
 
 from archlab.models import ARCHITECTURES, HopeConfig, HopeForCausalLM
 
@@ -219,6 +220,33 @@ def test_bf16_autocast_trains_and_memorizes_with_fp32_fast_memories(block_type):
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
     deltas = [v for layer in model._memory.values() for v in layer.values()]
     assert deltas and all(v.dtype == torch.float32 for v in deltas)
+
+
+@pytest.mark.parametrize("block_type", ["hope_hybrid", "hope_selfmod", "titan"])
+def test_a_model_loaded_in_bf16_scores_trains_memorizes_and_decodes(block_type):
+    """Half-precision weights (``torch_dtype=torch.bfloat16``, ``.to(torch.bfloat16)``; no autocast by the caller):
+    the model runs as under autocast, its fast memories in fp32, and tracks the fp32 model."""
+    model = build(block_type=block_type).train()
+    ids = generic.tokens(VOCAB, batch=2, length=24, seed=5)
+    with torch.no_grad():
+        fp32 = model(input_ids=ids, labels=ids)
+    model = model.to(torch.bfloat16)
+    out = model(input_ids=ids, labels=ids)
+    out.loss.backward()  # the training forward (the replay for the hybrids), then its backward
+    assert out.logits.dtype == torch.bfloat16 and abs(float(out.loss) - float(fp32.loss)) < 0.05
+    assert (out.logits.float() - fp32.logits).abs().max() < 0.1 * fp32.logits.abs().max()
+    assert all(p.grad is not None and p.grad.dtype == torch.bfloat16 and torch.isfinite(p.grad).all()
+               for p in model.parameters() if p.requires_grad)
+    with torch.no_grad():
+        model.eval().memorize(ids[:1])
+        full = model(input_ids=ids[:1]).logits
+        cache = DynamicCache(config=model.config)
+        parts = [model(input_ids=ids[:1, :5], cache=cache, use_cache=True).logits]
+        parts += [model(input_ids=ids[:1, t : t + 1], cache=cache, use_cache=True).logits for t in range(5, 24)]
+        generated = model.generate(ids[:1, :6], max_new_tokens=4, do_sample=False)
+    assert torch.isfinite(full.float()).all() and generated.shape == (1, 10)
+    torch.testing.assert_close(torch.cat(parts, 1).float(), full.float(), atol=0.05, rtol=0.05)
+    assert all(v.dtype == torch.float32 for layer in model._memory.values() for v in layer.values())
 
 
 def _selfmod_reference(titans, x: torch.Tensor) -> torch.Tensor:

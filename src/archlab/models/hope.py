@@ -52,8 +52,12 @@ per context beside the deltas) and its rank-1 preconditioner (the input-side gra
 period's unit mean input), ``archlab.ops.inner_optim``.
 
 **Test-time memorization** (``archlab.evals.lib.memorize``): ``memorize(ids)`` runs the forward over context
-tokens only, flushes the open chunks and keeps the resulting fast deltas as the model's memory; later
-forwards (and ``generate``) start from it; ``reset_memory()`` forgets it.
+tokens only, flushes the open chunks and keeps the resulting fast state (deltas; whole weights for self-modifying
+Titans) as the model's memory; later forwards (and ``generate``) start from it; ``reset_memory()`` forgets it.
+
+**Precision.** Fast memories read and write in fp32 (:func:`exact`), under autocast too. A model whose weights
+are half precision (``torch_dtype=torch.bfloat16``) runs as under autocast in that dtype, its fast memories still
+in fp32.
 """
 
 from __future__ import annotations
@@ -224,6 +228,22 @@ def exact(x: torch.Tensor):
     return torch.autocast(x.device.type, enabled=False)
 
 
+def fp32(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A linear or conv module's weight and bias in fp32, for a call inside :func:`exact` (no-ops for fp32 weights;
+    bf16 weights, from ``torch_dtype=torch.bfloat16``, are cast in the graph)."""
+    return module.weight.float(), module.bias.float() if module.bias is not None else None
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` that also takes fp32 inputs with half-precision weights (a model loaded in bf16, whose fast
+    memories read in fp32): the weights are cast up, as CPU's mixed-dtype kernel only takes them the other way."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype != torch.float32:
+            return F.layer_norm(x, self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
+        return super().forward(x)
+
+
 class LayerState:
     """What one layer carries across model chunks inside a call (with its graph) and across calls (in the Cache)."""
 
@@ -285,7 +305,7 @@ class FastMLP(nn.Module):
         return {k: st.values[f"{self.name}.d.{k}"] for k in PARAMS}
 
     def meta(self) -> dict[str, torch.Tensor]:
-        return {k: getattr(self, k) for k in PARAMS}
+        return {k: getattr(self, k).float() for k in PARAMS}  # fp32 as the reads (a no-op for fp32 weights)
 
     def read(self, n: torch.Tensor, st: LayerState) -> torch.Tensor:
         # online: meta (shared) and delta (per context) read apart: the meta weights' gradient is one GEMM over
@@ -344,7 +364,7 @@ class FastMLP(nn.Module):
                 return
         else:
             start = self.deltas(st)
-            w2 = self.W2.detach().expand(n.shape[0], -1, -1)
+            w2 = self.W2.detach().float().expand(n.shape[0], -1, -1)
             w2 = w2 + start["W2"].detach() if start is not None else w2
         if self.beta or self.precond:
             grads = fast_mlp_grads(n, z, h, w2, e)
@@ -379,7 +399,7 @@ class Attention(nn.Module):
                      else None)
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
-        self.norm = nn.LayerNorm(d, eps=config.norm_eps)
+        self.norm = LayerNorm(d, eps=config.norm_eps)
 
     def forward(self, x: torch.Tensor, st: LayerState, cache: Cache, position: int,
                 key_mask: torch.Tensor | None) -> torch.Tensor:
@@ -416,7 +436,10 @@ class SelfModifier(nn.Module):
         self.net = nn.Sequential(nn.Linear(3 * dim, multiplier * dim), nn.GELU(), nn.Linear(multiplier * dim, dim))
 
     def forward(self, a: torch.Tensor, m: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([a, m, delta.to(a.dtype)], -1))
+        first, last = self.net[0], self.net[2]  # in the inputs' dtype (fp32 inside exact), whatever the weights'
+        x = torch.cat([a, m, delta.to(a.dtype)], -1)
+        h = self.net[1](F.linear(x, first.weight.to(x.dtype), first.bias.to(x.dtype)))
+        return F.linear(h, last.weight.to(x.dtype), last.bias.to(x.dtype))
 
 
 class TitanMemory(nn.Module):
@@ -432,7 +455,7 @@ class TitanMemory(nn.Module):
         period = config.titan_period or (min(config.cms_periods) if config.uses_cms() else 16)
         self.mem = FastMLP(name, d, config.titan_hidden_multiplier * d, period, config.titan_lr,
                            config.inner_momentum, config.inner_precond)
-        self.norm = nn.LayerNorm(d, eps=config.norm_eps)
+        self.norm = LayerNorm(d, eps=config.norm_eps)
         self.mode = config.selfmod
         self.selfmod = SelfModifier(d, config.selfmod_hidden_multiplier) if self.mode != "none" else None
 
@@ -469,7 +492,7 @@ class CMS(nn.Module):
             FastMLP(f"cms{i}", d, config.cms_hidden_multiplier * d, p, config.cms_lr, config.inner_momentum,
                     config.inner_precond)
             for i, p in enumerate(config.cms_periods))
-        self.norms = nn.ModuleList(nn.LayerNorm(d, eps=config.norm_eps) for _ in config.cms_periods)
+        self.norms = nn.ModuleList(LayerNorm(d, eps=config.norm_eps) for _ in config.cms_periods)
         self.scales = scales
 
     def forward(self, y: torch.Tensor, st: LayerState) -> torch.Tensor:
@@ -494,7 +517,7 @@ class HopeBlock(nn.Module):
             self.mlp = nn.Sequential(nn.Linear(d, config.mlp_multiplier * d), nn.GELU(),
                                      nn.Linear(config.mlp_multiplier * d, d))
         if self.kind in ("transformer", "titan"):
-            self.norm = nn.LayerNorm(d, eps=config.norm_eps)
+            self.norm = LayerNorm(d, eps=config.norm_eps)
         if self.kind == "hope_selfmod":
             from archlab.models.hope_selfmod import SelfModTitans
             self.selfmod_titans = SelfModTitans(config)
@@ -587,7 +610,7 @@ class HopeModel(HopePreTrainedModel):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(HopeBlock(config, i) for i in range(config.num_hidden_layers))
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps)
+        self.norm = LayerNorm(config.hidden_size, eps=config.norm_eps)
         self.post_init()
 
 
@@ -753,6 +776,14 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         if input_ids is None:
             raise ValueError("HopeForCausalLM needs input_ids: the teach signal's targets are the next tokens")
+        low = self.lm_head.weight.dtype
+        if low in (torch.bfloat16, torch.float16) and not torch.is_autocast_enabled(input_ids.device.type):
+            # half-precision weights (torch_dtype=bfloat16, .to(bfloat16)): the model runs as under autocast, the
+            # fast memories reading and writing in fp32 (exact) as in mixed-precision training
+            with torch.autocast(input_ids.device.type, dtype=low):
+                return self.forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                    cache=cache, inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache,
+                                    logits_to_keep=logits_to_keep, **kwargs)
         b, t = input_ids.shape
         if use_cache is None:
             use_cache = cache is not None

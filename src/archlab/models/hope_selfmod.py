@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archlab.models.hope import exact
+from archlab.models.hope import LayerNorm, exact, fp32
 from archlab.ops.dgd import dgd_chunked
 
 MEMORIES = ("k", "v", "q", "eta", "alpha", "memory")
@@ -78,7 +78,7 @@ class SelfModTitans(nn.Module):
         self.eta_readout = nn.Linear(d, 1)
         self.alpha_readout = nn.Linear(d, 1)
         self.out = nn.Linear(d, d)
-        self.norm = nn.LayerNorm(d, eps=config.norm_eps)
+        self.norm = LayerNorm(d, eps=config.norm_eps)
         self.eta_scale = config.selfmod_lr
         self.use_alpha = config.selfmod_use_alpha
         self.precond = config.selfmod_rank1_precond
@@ -90,8 +90,8 @@ class SelfModTitans(nn.Module):
 
     def _meta(self, name: str, key: str) -> torch.Tensor:
         if name == "g":
-            return torch.stack([getattr(self.memories[m], key) for m in GROUP])  # [G, D, D]
-        return getattr(self.memories[name], key)
+            return torch.stack([getattr(self.memories[m], key) for m in GROUP]).float()  # [G, D, D]
+        return getattr(self.memories[name], key).float()
 
     def weights(self, st, name: str, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The per-context weights the open chunk reads, flattened to ``[B * G, D, D]`` for the group.
@@ -120,13 +120,14 @@ class SelfModTitans(nn.Module):
             prev = prev if prev is not None else x.new_zeros(b, self.conv_size - 1, d)
             padded = torch.cat([prev, x], 1)
             st.values["sm.conv"] = padded[:, -(self.conv_size - 1):]
-            c = self.conv(padded.transpose(1, 2)).transpose(1, 2)
+            c = F.conv1d(padded.transpose(1, 2), *fp32(self.conv), groups=d).transpose(1, 2)
             g = len(GROUP)
             cg = c.unsqueeze(1).expand(b, g, t, d).reshape(b * g, t, d)
             y = ResidualMemory.apply(cg, *self.weights(st, "g", b))[0].view(b, g, t, d).unbind(1)
             k, v, q = F.normalize(y[0], dim=-1), y[1], F.normalize(y[2], dim=-1)
-            eta = F.softplus(self.eta_readout(y[3])).squeeze(-1) * self.eta_scale
-            alpha = torch.sigmoid(self.alpha_readout(y[4])).squeeze(-1) if self.use_alpha else torch.ones_like(eta)
+            eta = F.softplus(F.linear(y[3], *fp32(self.eta_readout))).squeeze(-1) * self.eta_scale
+            alpha = (torch.sigmoid(F.linear(y[4], *fp32(self.alpha_readout))).squeeze(-1) if self.use_alpha
+                     else torch.ones_like(eta))
             o = ResidualMemory.apply(q, *self.weights(st, "memory", b))[0]
         # k, v, eta, alpha keep their graph until the write (within a call): they are learned through the writes
         for key, value in (("k", k), ("v", v), ("eta", eta), ("alpha", alpha)):
