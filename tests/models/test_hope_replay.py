@@ -201,7 +201,9 @@ def test_the_loss_record_gives_the_cross_entropy_its_gradients_and_the_teach_sig
     torch.testing.assert_close(record.delta, scored.grad @ emb, atol=1e-5, rtol=1e-5)
 
 
-def test_the_replayed_loss_is_the_recorded_one_and_equals_the_online_loss_with_unscored_labels(monkeypatch):
+def test_the_recorded_loss_equals_the_logits_loss_with_unscored_labels(monkeypatch):
+    """The replay's loss and the online training forward's both come from the record; they equal the log-softmax
+    loss of the online forward's logits (record switched off), with every gradient and the telemetry."""
     used = []
     original = replay._RecordedLoss.forward
     monkeypatch.setattr(replay._RecordedLoss, "forward", staticmethod(lambda ctx, *a: used.append(1) or original(ctx, *a)))
@@ -209,11 +211,15 @@ def test_the_replayed_loss_is_the_recorded_one_and_equals_the_online_loss_with_u
     labels = ids.clone()
     labels[0, 4:9] = labels[1, -1] = -100
     results = []
-    for replayed in (False, True):
-        m = model(replayed, **CASES["hybrid, learned self-modifier"])
-        out = m(input_ids=ids, labels=labels)
-        out.loss.backward()
+    for replayed, recorded in ((False, False), (False, True), (True, True)):
+        with monkeypatch.context() as patch:
+            if not recorded:
+                patch.setattr(replay, "online_loss_record", lambda *a: None)
+            m = model(replayed, **CASES["hybrid, learned self-modifier"])
+            out = m(input_ids=ids, labels=labels)
+            out.loss.backward()
         results.append((out.loss.detach(), out.logits.detach(), {n: p.grad.clone() for n, p in m.named_parameters()
                                                                   if p.grad is not None}, m.inner_telemetry()))
-    assert used == [1]
-    assert_same(*results)
+    assert used == [1, 1]
+    assert_same(results[0], results[1])
+    assert_same(results[0], results[2])

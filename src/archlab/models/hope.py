@@ -74,7 +74,6 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 
 from archlab.nn.cache import cache_length, states_of
-from archlab.nn.loss import causal_lm_loss
 from archlab.ops.cms import (
     PARAMS,
     chunk_bounds,
@@ -699,7 +698,7 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
                final: bool = False) -> None:
         """The pending chunk's teach signal is known (its last target is ``next_target``): write every memory."""
         logits, targets = _pending_teach(teach, next_target)
-        delta, writes = self._scaled_teach(*self.teach_signal(logits, targets, getattr(self, "_loss_record", None)))
+        delta, writes = self._scaled_teach(*self.teach_signal(logits, targets, teach.get("record")))
         deltas = [delta] * len(states)
         if self.config.per_layer_teach_signal:
             raw = self.layer_teach_signals(teach.pop("layer_outs"), targets)
@@ -805,11 +804,14 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
             tail = attention_mask[:, -t:]
             targets = targets.masked_fill(tail == 0, -100)
         if not getattr(self, "_recording", False):
-            from archlab.models.hope_replay import can_replay, replay_forward
+            from archlab.models.hope_replay import can_replay, online_loss_record, replay_forward
             if can_replay(self, use_cache, key_mask):
                 out = replay_forward(self, input_ids, inputs_embeds, labels, logits_to_keep)
                 if out is not None:
                     return out
+            teach["record"] = online_loss_record(self, labels, logits_to_keep, use_cache, key_mask)
+        else:
+            teach["record"] = getattr(self, "_loss_record", None)
         chunk = self.config.online_chunk if self.has_fast_state else max(t, 1)
         per_layer = self.has_fast_state and self.config.per_layer_teach_signal
         if per_layer and use_cache:
@@ -845,14 +847,13 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
                 chunk_logits.append(piece)
                 teach.setdefault("logits", []).append(piece)
                 teach.setdefault("labels", []).append(targets[:, start:end])
+        record = teach.pop("record", None)
+        if record is not None and teach.get("logits"):  # the last chunk has no next token: its loss only
+            self.teach_signal(*_pending_teach(teach, torch.full_like(input_ids[:, 0], -100)), record)
         if use_cache:
             self._save(work, states, teach, t)
         self._last_states = (states, teach, position + t) if getattr(self, "_keep_states", False) else None
         if getattr(self, "_recording", False):  # hope_replay's first pass: the recorded reads and the chunks' logits
-            record = getattr(self, "_loss_record", None)
-            if record is not None and teach.get("logits"):  # the last chunk has no next token: its loss only
-                none = torch.full_like(input_ids[:, 0], -100)
-                self.teach_signal(*_pending_teach(teach, none), record)
             self._recorded_logits = [self.__dict__.pop("_logits_buffer")] if chunk_logits else []
             return CausalLMOutputWithPast()
         hidden = torch.cat(outs, 1)
@@ -865,7 +866,8 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
             logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
-            loss = causal_lm_loss(logits, labels)
+            from archlab.models.hope_replay import language_model_loss
+            loss = language_model_loss(hidden, self.lm_head.weight, logits, labels, record)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
 
     # ------------------------------------------------------------------ test-time memorization

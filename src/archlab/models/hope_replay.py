@@ -370,11 +370,26 @@ def replay_forward(model, input_ids, inputs_embeds, labels, logits_to_keep: int)
         hidden = hidden[:, -logits_to_keep:]
     # the recording pass's logits are these logits (to rounding): reused, with the head's gradient attached
     logits = _head_logits(hidden, model.lm_head.weight, chunk_logits, logits_to_keep)
-    loss = None
-    if labels is not None:
-        count = int((labels[:, 1:] != -100).sum())
-        if record is not None and record.covered == tokens and count:
-            loss = _RecordedLoss.apply(hidden, model.lm_head.weight, record, count)
-        else:
-            loss = causal_lm_loss(logits, labels)
+    loss = language_model_loss(hidden, model.lm_head.weight, logits, labels, record) if labels is not None else None
     return CausalLMOutputWithPast(loss=loss, logits=logits)
+
+
+def online_loss_record(model, labels, logits_to_keep: int, use_cache: bool, key_mask) -> LossRecord | None:
+    """A :class:`LossRecord` for a training call of the online forward (no replay: self-modifying Titans, the
+    per-layer teach signal, ...) whose loss is the plain next-token loss of ``labels``; None otherwise."""
+    if labels is None or logits_to_keep or use_cache or key_mask is not None or not torch.is_grad_enabled():
+        return None
+    if not model.has_fast_state or torch.compiler.is_compiling():
+        return None
+    weight = model.lm_head.weight
+    pool = model.__dict__.setdefault("_slot_pool", SlotPool())
+    return LossRecord(pool, labels.shape[0], labels.shape[1], weight.shape[0], weight.shape[1], weight.device)
+
+
+def language_model_loss(hidden, weight, logits, labels, record: LossRecord | None) -> torch.Tensor:
+    """The next-token loss of ``labels``: from the teach signals' record where it covers every token
+    (:class:`_RecordedLoss`), else from the logits."""
+    count = int((labels[:, 1:] != -100).sum())
+    if record is not None and record.covered == labels.shape[1] and count and hidden.shape[1] == labels.shape[1]:
+        return _RecordedLoss.apply(hidden, weight, record, count)
+    return causal_lm_loss(logits, labels)
