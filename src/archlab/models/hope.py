@@ -435,10 +435,8 @@ class SelfModifier(nn.Module):
         self.net = nn.Sequential(nn.Linear(3 * dim, multiplier * dim), nn.GELU(), nn.Linear(multiplier * dim, dim))
 
     def forward(self, a: torch.Tensor, m: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        first, last = self.net[0], self.net[2]  # in the inputs' dtype (fp32 inside exact), whatever the weights'
-        x = torch.cat([a, m, delta.to(a.dtype)], -1)
-        h = self.net[1](F.linear(x, first.weight.to(x.dtype), first.bias.to(x.dtype)))
-        return F.linear(h, last.weight.to(x.dtype), last.bias.to(x.dtype))
+        x = torch.cat([a.float(), m.float(), delta.float()], -1)  # fp32 (called inside exact), whatever the weights
+        return F.linear(self.net[1](F.linear(x, *fp32(self.net[0]))), *fp32(self.net[2]))
 
 
 class TitanMemory(nn.Module):

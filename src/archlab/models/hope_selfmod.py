@@ -16,8 +16,9 @@ rates); reads use ``meta + delta`` (straight-through).
 The five projection memories share their inputs and their period, so they are one stacked fast memory (weights
 ``[B, 5, D, D]``): one batched read and one batched DGD write per chunk instead of five (the module keeps one
 ``ResidualMemory`` per projection for the meta parameters). A context's weights are kept whole (not as a delta
-from the meta weights), so a write is one DGD step, not a rebuild of ``meta + delta`` and a difference. ``ResidualMemory.apply`` and :func:`dgd_write` are
-the per-memory definition; the model-level test holds the stacked path equal to it token by token.
+from the meta weights), so a write is one DGD step, not a rebuild of ``meta + delta`` and a difference.
+``ResidualMemory.apply`` and :func:`dgd_write` are the per-memory definition; the tests hold the stacked, chunked
+layer equal to six separate memories written token by token (outputs and every gradient).
 """
 
 from __future__ import annotations
