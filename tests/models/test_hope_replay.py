@@ -223,3 +223,30 @@ def test_the_recorded_loss_equals_the_logits_loss_with_unscored_labels(monkeypat
     assert used == [1, 1]
     assert_same(results[0], results[1])
     assert_same(results[0], results[2])
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(block_type="hope_hybrid", cms_periods=[4, 8], titan_period=4, per_layer_teach_signal=True),
+    dict(block_type="hope_selfmod", cms_periods=[4, 8], selfmod_chunk_size=4, selfmod_chunk_size_memory=8,
+         selfmod_lr=0.5, selfmod_momentum=0.5)], ids=["per-layer teach signal", "self-modifying titans"])
+def test_the_online_forwards_recorded_loss_equals_the_logits_loss(monkeypatch, overrides):
+    """The forwards that never replay (the per-layer teach signal, self-modifying Titans) train on the recorded loss:
+    the same loss, logits, gradients and telemetry as the log-softmax loss of their logits."""
+    used = []
+    original = replay._RecordedLoss.forward
+    monkeypatch.setattr(replay._RecordedLoss, "forward", staticmethod(lambda ctx, *a: used.append(1) or original(ctx, *a)))
+    ids = torch.randint(0, VOCAB, (2, 21), generator=torch.Generator().manual_seed(13))
+    labels = ids.clone()
+    labels[1, 3:7] = -100
+    results = []
+    for recorded in (False, True):
+        with monkeypatch.context() as patch:
+            if not recorded:
+                patch.setattr(replay, "online_loss_record", lambda *a: None)
+            m = model(True, **overrides)
+            out = m(input_ids=ids, labels=labels)
+            out.loss.backward()
+        results.append((out.loss.detach(), out.logits.detach(), {n: p.grad.clone() for n, p in m.named_parameters()
+                                                                  if p.grad is not None}, m.inner_telemetry()))
+    assert used == [1]
+    assert_same(*results)

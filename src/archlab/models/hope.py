@@ -473,7 +473,7 @@ class TitanMemory(nn.Module):
         if st.record is not None and f"{self.mem.name}:errors" in st.record:
             st.record[f"{self.mem.name}:errors"].append((a, m, delta, writes))
         if self.selfmod is not None:  # gated-out tokens write nothing, self-modifier correction included
-            s = self.selfmod(a.float(), m.float(), delta) * writes[..., None]
+            s = self.selfmod(a, m, delta) * writes[..., None]
             e = delta + (s.detach() if self.mode == "frozen" else s)
         self.mem.write(st, e, position, telemetry, flush)
 

@@ -305,7 +305,7 @@ def _titan_read_with_graph(titan, record: dict, weights: dict[str, torch.Tensor]
     def read(n, meta):
         from archlab.models.hope import exact
         with exact(n):
-            e = delta + titan.selfmod(a.float(), m.float(), delta) * mask[..., None]
+            e = delta + titan.selfmod(a, m, delta) * mask[..., None]
             e = e[:, : count * period].to(n.dtype).view(b, count, period, -1).transpose(0, 1)
             return _ReadWithWrites.apply(n, meta["W1"], meta["b1"], meta["W2"], meta["b2"], e, weights, stacked,
                                          titan.mem.lr, block)
