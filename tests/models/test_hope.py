@@ -99,6 +99,12 @@ def test_periods_must_be_multiples_of_the_online_chunk():
         HopeConfig(cms_periods=[4, 6], online_chunk=4)
 
 
+def test_the_default_online_chunk_is_the_gcd_of_the_periods():
+    assert HopeConfig(cms_periods=[4, 6], titan_period=4).online_chunk == 2
+    assert HopeConfig(cms_periods=[8, 32, 128, 512], titan_period=8).online_chunk == 8
+    assert HopeConfig(block_type="hope_selfmod", cms_periods=[12, 36], selfmod_chunk_size=8).online_chunk == 4
+
+
 @pytest.mark.parametrize("name,length,over", [
     ("hope", 13, {}), ("hope", 16, {}), ("titan", 11, {}), ("hope_attention", 9, {}), ("hope_selfmod", 13, {}),
     ("hope", 15, {"inner_momentum": 0.5, "inner_precond": True})])

@@ -63,6 +63,7 @@ in fp32.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import torch
@@ -195,7 +196,8 @@ class HopeConfig(PretrainedConfig):
         if self.cms_level_scales is not None and len(self.cms_level_scales) != len(self.cms_periods):
             raise ValueError(f"cms_level_scales has {len(self.cms_level_scales)} entries for "
                              f"{len(self.cms_periods)} CMS levels")
-        self.online_chunk = online_chunk if online_chunk is not None else (min(periods) if periods else None)
+        # the largest chunk every period is a multiple of (the smallest period whenever it divides the others)
+        self.online_chunk = online_chunk if online_chunk is not None else (math.gcd(*periods) if periods else None)
         if periods and (self.online_chunk < 1 or any(p % self.online_chunk for p in periods)):
             raise ValueError(f"online_chunk {self.online_chunk} must divide every update period {sorted(set(periods))}"
                              f" (a write can reach only later model chunks); set online_chunk to their gcd")
