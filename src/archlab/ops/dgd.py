@@ -42,7 +42,9 @@ def _decayed_sum(W, x, y, eta, total):
     """alpha_C..alpha_1 W - sum_t eta_t (prod_{s>t} alpha_s) x_t y_t^T, without a token loop (``total``: the
     cumulative sum of log alpha)."""
     after = torch.exp(total[:, -1:] - total)   # prod_{s>t} alpha_s
-    return torch.exp(total[:, -1])[:, None, None] * W - torch.einsum("bt,bti,btj->bij", eta * after, x, y)
+    # one baddbmm: einsum's three-operand contraction dispatches ~24 ops forward, more backward
+    return torch.baddbmm(total[:, -1].exp()[:, None, None] * W, (x * (eta * after)[..., None]).transpose(1, 2), y,
+                         alpha=-1)
 
 
 def _preconditioned_w2(W2, k, u, eta, log_a, total):
@@ -60,7 +62,7 @@ def _preconditioned_w2(W2, k, u, eta, log_a, total):
     w = torch.linalg.solve_triangular(coupling, -eta[..., None] * (before.exp()[..., None] * start + u), upper=False,
                                       unitriangular=True)
     after = (total[:, -1:] - total).exp()            # prod_{s>t} alpha_s
-    return total[:, -1].exp()[:, None, None] * W2 + torch.bmm((w * after[..., None]).transpose(1, 2), k)
+    return torch.baddbmm(total[:, -1].exp()[:, None, None] * W2, (w * after[..., None]).transpose(1, 2), k)
 
 
 def dgd_chunked(W1, W2, k, u, e, s, eta, alpha, precond: bool = True):
