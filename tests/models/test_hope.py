@@ -331,3 +331,31 @@ def test_self_modifying_titans_equal_six_separate_memories_written_token_by_toke
         if a is not None:
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
     assert g1[names.index("eta_readout.weight")].abs().max() > 1e-5  # the writes carry the graph
+
+
+@pytest.mark.parametrize("name", ["hope", "hope_attention", "titan", "hope_selfmod"])
+def test_a_left_padded_row_reads_and_decodes_as_its_unpadded_run(name):
+    """Padding writes nothing and enters no conv window: a row left-padded by a multiple of every update period
+    (the tiny configs': 4) gives the logits of its unpadded run, in the prefill and in cached decoding. The last
+    pad used to write toward the first real token, and the self-modifying memories wrote every pad."""
+    model, pad = build(name), 4
+    long, short = generic.tokens(VOCAB, batch=1, length=13, seed=2), generic.tokens(VOCAB, batch=1, length=9, seed=3)
+    ids = torch.cat([long, F.pad(short, (pad, 0))])
+    mask = torch.ones_like(ids)
+    mask[1, :pad] = 0
+    steps = generic.tokens(VOCAB, batch=2, length=3, seed=4)
+
+    def cached_run(ids, mask, steps):
+        cache = DynamicCache(config=model.config)
+        logits = [model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True).logits]
+        for t in range(steps.shape[1]):
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            logits.append(model(input_ids=steps[:, t:t + 1], attention_mask=mask, cache=cache, use_cache=True).logits)
+        return torch.cat(logits, 1)
+
+    with torch.no_grad():
+        batched = cached_run(ids, mask, steps)
+        alone = cached_run(short, torch.ones_like(short), steps[1:])
+        first = cached_run(long, torch.ones_like(long), steps[:1])
+    torch.testing.assert_close(batched[1, pad:], alone[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batched[0], first[0], atol=1e-5, rtol=1e-5)

@@ -23,6 +23,10 @@ token to ``teach_clip``; every fast memory adds the chunk's per-token gradient s
 (or ``labels`` where given: -100 writes nothing), so the forward needs no labels, is causal (a write that
 used token t+1 reaches positions > t only) and is the same in training, scoring and ``generate``: a cached
 decode continues the fast state exactly (the generic tests hold cached decoding equal to the full forward).
+Padding (zeros in ``attention_mask``) writes nothing and is zeroed before the causal convs; the writes keep the
+batch's period boundaries, so a left-padded row equals its unpadded run when its padding is a multiple of every
+period (otherwise its writes fall that many tokens earlier in its text; lm-eval-style scoring in archlab checks
+a padded batch against one-by-one scoring and falls back to it).
 Writes never touch the meta parameters: they are per-context deltas kept in the HF ``Cache``
 (``archlab.nn.cache.states_of``), and a read uses ``meta + delta`` so the meta-initialisation gets the outer
 gradient (the seed's "fast + (meta - stopgrad(meta))").
@@ -245,6 +249,18 @@ class LayerNorm(nn.LayerNorm):
         return super().forward(x)
 
 
+def padding_keep(key_mask: torch.Tensor | None, position: int, t: int) -> torch.Tensor | None:
+    """``[B, t, 1]``: 1 for the chunk's real tokens, 0 for its padding (None: no padding mask)."""
+    return None if key_mask is None else key_mask[:, position:position + t, None]
+
+
+def unpadded(x: torch.Tensor, key_mask: torch.Tensor | None, position: int) -> torch.Tensor:
+    """``x`` with padded positions zeroed, what a causal conv window holds before the first token: a left-padded
+    row's convolutions then see what its unpadded run sees."""
+    keep = padding_keep(key_mask, position, x.shape[1])
+    return x if keep is None else x * keep.to(x.dtype)
+
+
 class LayerState:
     """What one layer carries across model chunks inside a call (with its graph) and across calls (in the Cache)."""
 
@@ -409,7 +425,7 @@ class Attention(nn.Module):
         if self.conv is not None:  # causal depthwise conv over the inputs; the window is carried across chunks
             prev = st.values.get("conv")
             prev = prev if prev is not None else x.new_zeros(b, self.conv_size - 1, d)
-            padded = torch.cat([prev, x], 1)
+            padded = torch.cat([prev, unpadded(x, key_mask, position)], 1)
             st.values["conv"] = padded[:, -(self.conv_size - 1):]
             u = self.conv(padded.transpose(1, 2)).transpose(1, 2)
         q, k, v = self.qkv(u).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
@@ -523,8 +539,8 @@ class HopeBlock(nn.Module):
 
     def forward(self, x, st: LayerState, cache: Cache, position: int, key_mask) -> torch.Tensor:
         if self.kind == "hope_selfmod":
-            return self.cms(self.selfmod_titans(x, st, position), st) if self.cms is not None else \
-                self.selfmod_titans(x, st, position)
+            y = self.selfmod_titans(x, st, position, key_mask)
+            return self.cms(y, st) if self.cms is not None else y
         a = self.attn(x, st, cache, position, key_mask)
         if self.kind == "transformer":
             return self.norm(a + self.mlp(a))
@@ -802,7 +818,10 @@ class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
         if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
             key_mask = attention_mask
             tail = attention_mask[:, -t:]
-            targets = targets.masked_fill(tail == 0, -100)
+            # targets[:, i] teaches position i - 1: neither a padded token nor the one before it is taught, so the
+            # last left pad does not write toward the first real token (an unpadded run has no such position)
+            before = attention_mask[:, -t - 1:-1] if attention_mask.shape[1] > t else F.pad(tail[:, :-1], (1, 0), value=1)
+            targets = targets.masked_fill((tail == 0) | (before == 0), -100)
         if not getattr(self, "_recording", False):
             from archlab.models.hope_replay import can_replay, online_loss_record, replay_forward
             if can_replay(self, use_cache, key_mask):

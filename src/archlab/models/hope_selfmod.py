@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archlab.models.hope import LayerNorm, exact, fp32
+from archlab.models.hope import LayerNorm, exact, fp32, padding_keep, unpadded
 from archlab.ops.dgd import dgd_chunked
 
 MEMORIES = ("k", "v", "q", "eta", "alpha", "memory")
@@ -113,13 +113,13 @@ class SelfModTitans(nn.Module):
             cached = st.derived["sm." + name] = (out[0], out[1])
         return cached
 
-    def forward(self, x: torch.Tensor, st, position: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, st, position: int, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         with exact(x):  # the memories, their reads and their features in fp32 (archlab.models.hope.exact)
             x = x.float()
             b, t, d = x.shape
             prev = st.values.get("sm.conv")
             prev = prev if prev is not None else x.new_zeros(b, self.conv_size - 1, d)
-            padded = torch.cat([prev, x], 1)
+            padded = torch.cat([prev, unpadded(x, key_mask, position)], 1)
             st.values["sm.conv"] = padded[:, -(self.conv_size - 1):]
             c = F.conv1d(padded.transpose(1, 2), *fp32(self.conv), groups=d).transpose(1, 2)
             g = len(GROUP)
@@ -129,6 +129,10 @@ class SelfModTitans(nn.Module):
             eta = F.softplus(F.linear(y[3], *fp32(self.eta_readout))).squeeze(-1) * self.eta_scale
             alpha = (torch.sigmoid(F.linear(y[4], *fp32(self.alpha_readout))).squeeze(-1) if self.use_alpha
                      else torch.ones_like(eta))
+            keep = padding_keep(key_mask, position, t)
+            if keep is not None:  # padding writes nothing: no step (eta 0), no decay (alpha 1)
+                real = keep[..., 0].bool()
+                eta, alpha = eta * real, torch.where(real, alpha, torch.ones_like(alpha))
             o = ResidualMemory.apply(q, *self.weights(st, "memory", b))[0]
         # k, v, eta, alpha keep their graph until the write (within a call): they are learned through the writes
         for key, value in (("k", k), ("v", v), ("eta", eta), ("alpha", alpha)):
