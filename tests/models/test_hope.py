@@ -359,3 +359,24 @@ def test_a_left_padded_row_reads_and_decodes_as_its_unpadded_run(name):
         first = cached_run(long, torch.ones_like(long), steps[:1])
     torch.testing.assert_close(batched[1, pad:], alone[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(batched[0], first[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["hope", "hope_selfmod"])
+def test_memorizing_a_left_padded_batch_memorizes_each_row_as_alone(name):
+    """memorize takes an attention_mask: a row left-padded by a multiple of every period memorizes what it does
+    alone, so a later forward reads the same memory."""
+    pad = 4
+    long, short = generic.tokens(VOCAB, batch=1, length=13, seed=2), generic.tokens(VOCAB, batch=1, length=9, seed=3)
+    ids = torch.cat([long, F.pad(short, (pad, 0))])
+    mask = torch.ones_like(ids)
+    mask[1, :pad] = 0
+    query = generic.tokens(VOCAB, batch=1, length=6, seed=4)
+    batched, alone = build(name), build(name)
+    with torch.no_grad():
+        batched.memorize(ids, mask)
+        alone.memorize(short, torch.ones_like(short))
+        after_batched = batched(input_ids=query.expand(2, -1)).logits[1]
+        after_alone = alone(input_ids=query).logits[0]
+        untouched = build(name)(input_ids=query).logits[0]
+    torch.testing.assert_close(after_batched, after_alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(after_alone, untouched, atol=1e-4)  # the memory was written and is read
